@@ -1,0 +1,155 @@
+"""Token-budget batches with length bucketing, sharded over DDP ranks, and padding.
+
+Sentences of similar length are batched together so padding stays small, and a batch holds
+as many sentences as fit in ``max_tokens`` (padded source + target positions), which keeps
+the work per step roughly constant whatever the sentence lengths are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data.distributed import DistributedSampler
+
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+
+def make_batches(
+    src_lengths: np.ndarray,
+    tgt_lengths: np.ndarray,
+    max_tokens: int,
+    max_sentences: int,
+    rng: np.random.Generator | None = None,
+    keep: np.ndarray | None = None,
+    bucket_batches: int = 100,
+) -> list[list[int]]:
+    """Group example indices (those in ``keep``, default all) into batches under a token budget.
+
+    With ``rng``: shuffle, sort within buckets of about ``bucket_batches`` batches, then
+    shuffle the batch order. Without: sort everything by length (for evaluation).
+    """
+    cost = np.maximum(src_lengths, tgt_lengths) + 1  # +1 for EOS (source) and BOS/EOS (target)
+    order = np.arange(len(cost)) if keep is None else np.flatnonzero(keep)
+    if rng is None:
+        order = order[np.argsort(cost[order], kind="stable")]
+    else:
+        order = rng.permutation(order)
+        n = len(order)
+        bucket = max(1, bucket_batches * max(1, max_tokens // max(1, int(cost.mean()))))
+        chunks = [order[i : i + bucket] for i in range(0, n, bucket)]
+        order = np.concatenate([c[np.argsort(cost[c], kind="stable")] for c in chunks])
+
+    batches, current, longest = [], [], 0
+    for idx in order.tolist():
+        longest_if_added = max(longest, int(cost[idx]))
+        if current and (
+            longest_if_added * (len(current) + 1) > max_tokens or len(current) >= max_sentences
+        ):
+            batches.append(current)
+            current, longest_if_added = [], int(cost[idx])
+        current.append(idx)
+        longest = longest_if_added
+    if current:
+        batches.append(current)
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def shard_batches(batches: list[list[int]], num_replicas: int, rank: int) -> list[list[int]]:
+    """Give every rank the same number of batches and every example to exactly one rank.
+
+    Instead of repeating or dropping batches to even out the count, the largest batch is
+    split in two until the count divides evenly.
+    """
+    batches = list(batches)
+    while len(batches) % num_replicas:
+        i = max(range(len(batches)), key=lambda j: len(batches[j]))
+        if len(batches[i]) < 2:
+            raise ValueError(f"too few examples ({sum(map(len, batches))}) for {num_replicas} ranks")
+        big = batches.pop(i)
+        batches[i:i] = [big[: len(big) // 2], big[len(big) // 2 :]]
+    return batches[rank::num_replicas]
+
+
+class TokenBatchSampler(DistributedSampler):
+    """Yields lists of indices (one list per batch), a fresh deterministic shuffle each epoch.
+
+    It subclasses ``DistributedSampler`` only so that Lightning sees a sampler that already
+    shards by rank and calls ``set_epoch`` on it instead of wrapping it in its own.
+    """
+
+    def __init__(
+        self,
+        src_lengths: np.ndarray,
+        tgt_lengths: np.ndarray,
+        max_tokens: int,
+        max_sentences: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        keep: np.ndarray | None = None,
+    ):
+        # Deliberately not calling DistributedSampler.__init__: it requires a process group.
+        self.src_lengths, self.tgt_lengths = src_lengths, tgt_lengths
+        self.max_tokens, self.max_sentences = max_tokens, max_sentences
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.num_replicas, self.rank, self.keep = num_replicas, rank, keep
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        """This rank's batches for the current epoch (computed once per epoch)."""
+        if self._cache is None or self._cache[0] != self.epoch:
+            rng = np.random.default_rng([self.seed, self.epoch]) if self.shuffle else None
+            batches = make_batches(
+                self.src_lengths, self.tgt_lengths, self.max_tokens, self.max_sentences, rng, self.keep
+            )
+            self._cache = (self.epoch, shard_batches(batches, self.num_replicas, self.rank))
+        return self._cache[1]
+
+    def __iter__(self):
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+@dataclass
+class Batch:
+    """A padded batch. Target input starts with BOS; target output ends with EOS."""
+
+    src: torch.Tensor  # (batch, src_len)
+    src_lengths: torch.Tensor  # (batch,)
+    tgt_in: torch.Tensor  # (batch, tgt_len)
+    tgt_out: torch.Tensor  # (batch, tgt_len)
+    index: torch.Tensor  # (batch,) positions in the split, to look up references
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(*(t.to(device) for t in (self.src, self.src_lengths, self.tgt_in, self.tgt_out, self.index)))
+
+    @property
+    def num_tgt_tokens(self) -> int:
+        return int((self.tgt_out != PAD_ID).sum())
+
+
+def pad(seqs: list[list[int]] | list[np.ndarray], value: int = PAD_ID) -> torch.Tensor:
+    """Right-pad a list of id sequences into a (batch, max_len) int64 tensor."""
+    out = torch.full((len(seqs), max((len(s) for s in seqs), default=0)), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out
+
+
+def collate(src: list, tgt: list, index: list[int]) -> Batch:
+    """Build a Batch from source and target id sequences (no BOS/EOS yet)."""
+    src_t = pad([list(s) + [EOS_ID] for s in src])
+    tgt_in = pad([[BOS_ID] + list(t) for t in tgt])
+    tgt_out = pad([list(t) + [EOS_ID] for t in tgt])
+    lengths = torch.tensor([len(s) + 1 for s in src], dtype=torch.long)
+    return Batch(src_t, lengths, tgt_in, tgt_out, torch.tensor(index, dtype=torch.long))

@@ -1,0 +1,246 @@
+"""The LightningDataModule: corpus -> SentencePiece -> cached token ids -> padded batches.
+
+Everything expensive (training SentencePiece, tokenizing every split) is cached on disk under
+a key made of the corpus content and the tokenizer settings, so a second run starts in seconds.
+The tokenizers exist right after ``__init__``, so LightningCLI can link the vocabulary sizes
+into the model's arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import datasets
+import lightning.pytorch as pl
+import numpy as np
+from torch.utils.data import DataLoader
+
+from seq2seq.batching import Batch, TokenBatchSampler, collate
+from seq2seq.sources import load_corpus
+from seq2seq.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SEQ2SEQ_CACHE", Path.home() / ".cache" / "seq2seq"))
+
+
+def _digest(*parts: object) -> str:
+    h = hashlib.sha1()
+    for p in parts:
+        h.update(repr(p).encode() if not isinstance(p, bytes) else p)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def corpus_fingerprint(corpus: datasets.DatasetDict) -> str:
+    """Content hash of every split: the same sentences give the same cache key."""
+    h = hashlib.sha1()
+    for split in sorted(corpus):
+        h.update(split.encode())
+        for col in ("src", "tgt"):
+            h.update("\n".join(corpus[split][col]).encode())
+    return h.hexdigest()[:16]
+
+
+class TokenizedSplit:
+    """Token ids of one split, read straight from the Arrow offsets (no per-row Python objects)."""
+
+    def __init__(self, ds: datasets.Dataset):
+        self.texts_src, self.texts_tgt = ds["src"], ds["tgt"]
+        self.src_off, self.src_val = self._flat(ds, "src_ids")
+        self.tgt_off, self.tgt_val = self._flat(ds, "tgt_ids")
+        self.src_lengths = np.diff(self.src_off)
+        self.tgt_lengths = np.diff(self.tgt_off)
+
+    @staticmethod
+    def _flat(ds: datasets.Dataset, column: str) -> tuple[np.ndarray, np.ndarray]:
+        arr = ds.data.column(column).combine_chunks()
+        return arr.offsets.to_numpy(), arr.values.to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.src_lengths)
+
+    def src(self, i: int) -> np.ndarray:
+        return self.src_val[self.src_off[i] : self.src_off[i + 1]]
+
+    def tgt(self, i: int) -> np.ndarray:
+        return self.tgt_val[self.tgt_off[i] : self.tgt_off[i + 1]]
+
+
+class BatchDataset:
+    """Map-style dataset indexed by a whole batch of indices (the sampler yields batches)."""
+
+    def __init__(self, split: TokenizedSplit, tokenizers=None, sample_alpha: float | None = None):
+        self.split, self.tokenizers, self.sample_alpha = split, tokenizers, sample_alpha
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, indices: list[int]) -> Batch:
+        if self.sample_alpha:  # subword regularization: a fresh segmentation every time
+            src_tok, tgt_tok = self.tokenizers
+            src = src_tok.encode([self.split.texts_src[i] for i in indices], self.sample_alpha)
+            tgt = tgt_tok.encode([self.split.texts_tgt[i] for i in indices], self.sample_alpha)
+        else:
+            src = [self.split.src(i) for i in indices]
+            tgt = [self.split.tgt(i) for i in indices]
+        return collate(src, tgt, indices)
+
+
+def _identity(batch: Batch) -> Batch:
+    return batch
+
+
+class TranslationDataModule(pl.LightningDataModule):
+    """Parallel corpus from any source, SentencePiece subwords, token-budget bucketed batches."""
+
+    def __init__(
+        self,
+        source: str = "builtin",
+        src_lang: str = "en",
+        tgt_lang: str = "fr",
+        dataset_config: str | None = None,
+        splits: dict[str, str] | None = None,
+        src_column: str | None = None,
+        tgt_column: str | None = None,
+        builtin_sizes: tuple[int, int, int] = (20000, 500, 500),
+        spm_vocab_size: int = 8000,
+        spm_model_type: str = "unigram",
+        joint_vocab: bool = False,
+        character_coverage: float = 1.0,
+        byte_fallback: bool = False,
+        sample_alpha: float | None = None,
+        max_length: int = 100,
+        max_tokens: int = 4096,
+        max_sentences: int = 128,
+        eval_max_tokens: int = 8192,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        start = time.perf_counter()
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.corpus = load_corpus(
+            source, src_lang, tgt_lang, dataset_config, splits, src_column, tgt_column,
+            tuple(builtin_sizes), seed,
+        )  # fmt: skip
+        fingerprint = corpus_fingerprint(self.corpus)
+        self.src_tokenizer, self.tgt_tokenizer = self._load_tokenizers(fingerprint)
+        self.splits = {name: TokenizedSplit(ds) for name, ds in self._load_ids(fingerprint).items()}
+        log.info(
+            "data ready in %.1fs: %s", time.perf_counter() - start,
+            {k: len(v) for k, v in self.splits.items()},
+        )  # fmt: skip
+
+    # -- what the model needs to know -----------------------------------------------------
+    @property
+    def src_vocab_size(self) -> int:
+        return self.src_tokenizer.vocab_size
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return self.tgt_tokenizer.vocab_size
+
+    @property
+    def name(self) -> str:
+        hp = self.hparams
+        return hp.source if not hp.dataset_config else f"{hp.source}:{hp.dataset_config}"
+
+    def references(self, split: str) -> list[str]:
+        return self.splits[split].texts_tgt
+
+    # -- cached SentencePiece training and tokenization -----------------------------------
+    def _load_tokenizers(self, fingerprint: str) -> tuple[Tokenizer, Tokenizer]:
+        hp = self.hparams
+        key = _digest(fingerprint, hp.spm_vocab_size, hp.spm_model_type, hp.joint_vocab,
+                      hp.character_coverage, hp.byte_fallback)  # fmt: skip
+        paths = [self.cache_dir / f"spm-{key}.{side}.model" for side in ("src", "tgt")]
+        if all(p.is_file() for p in paths):
+            return Tokenizer.load(paths[0]), Tokenizer.load(paths[1])
+
+        def train(texts: list[str]) -> Tokenizer:
+            return Tokenizer.train(texts, hp.spm_vocab_size, hp.spm_model_type,
+                                   hp.character_coverage, hp.byte_fallback)  # fmt: skip
+
+        train_split = self.corpus["train"]
+        if hp.joint_vocab:
+            src = tgt = train(train_split["src"] + train_split["tgt"])
+        else:
+            src, tgt = train(train_split["src"]), train(train_split["tgt"])
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        for tok, path in zip((src, tgt), paths):
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tok.save(tmp)
+            os.replace(tmp, path)  # atomic: concurrent DDP ranks never read half a file
+        return src, tgt
+
+    def _load_ids(self, fingerprint: str) -> datasets.DatasetDict:
+        key = _digest(fingerprint, self.src_tokenizer.fingerprint, self.tgt_tokenizer.fingerprint)
+        path = self.cache_dir / f"data-{key}"
+        if (path / "dataset_dict.json").is_file():
+            return datasets.load_from_disk(str(path))
+        src_tok, tgt_tok = self.src_tokenizer, self.tgt_tokenizer
+
+        def tokenize(batch: dict) -> dict:
+            return {"src_ids": src_tok.encode(batch["src"]), "tgt_ids": tgt_tok.encode(batch["tgt"])}
+
+        features = self.corpus["train"].features.copy()
+        features["src_ids"] = features["tgt_ids"] = datasets.Sequence(datasets.Value("int32"))
+        tokenized = self.corpus.map(tokenize, batched=True, batch_size=2000, features=features)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".tmp-"))
+        tokenized.save_to_disk(str(tmp))
+        (tmp / "seq2seq.json").write_text(json.dumps({"source": self.name}))
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another rank won the race: use its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+        return datasets.load_from_disk(str(path))
+
+    # -- dataloaders ----------------------------------------------------------------------
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        hp, data = self.hparams, self.splits[split]
+        keep = None
+        if train:  # length filter, training only: evaluation must see every sentence
+            keep = (data.src_lengths <= hp.max_length) & (data.tgt_lengths <= hp.max_length)
+        world, rank = self._rank()
+        sampler = TokenBatchSampler(
+            data.src_lengths, data.tgt_lengths,
+            max_tokens=hp.max_tokens if train else hp.eval_max_tokens,
+            max_sentences=hp.max_sentences if train else 4 * hp.max_sentences,
+            shuffle=train, seed=hp.seed, num_replicas=world, rank=rank,
+            keep=keep,
+        )  # fmt: skip
+        dataset = BatchDataset(
+            data, (self.src_tokenizer, self.tgt_tokenizer), hp.sample_alpha if train else None
+        )
+        return DataLoader(
+            dataset, sampler=sampler, batch_size=None, collate_fn=_identity,
+            num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
+        )  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        if "test" not in self.splits:
+            raise ValueError(f"{self.name} has no test split")
+        return self._loader("test", train=False)

@@ -1,0 +1,90 @@
+"""GRU decoder with attention, one step at a time or a whole teacher-forced target at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from seq2seq.attention import build_attention
+from seq2seq.tokenizer import PAD_ID
+
+
+@dataclass
+class DecoderState:
+    """Everything a decoder step needs; every tensor has the batch (x beam) as a leading dim.
+
+    The encoder outputs and their projected attention keys are computed once per sentence and
+    carried here, so each decoder step only pays for its own query.
+    """
+
+    hidden: torch.Tensor  # (batch, dec_layers, dec_hidden): batch first, unlike nn.GRU's
+    memory: torch.Tensor  # (batch, src_len, 2 * enc_hidden): encoder outputs, the attention values
+    proj_keys: torch.Tensor  # (batch, src_len, attn): encoder outputs projected for scoring
+    src_mask: torch.Tensor  # (batch, src_len): True for real source tokens
+    att_vector: torch.Tensor | None = None  # (batch, out_dim): last attentional vector (input feeding)
+
+    def index_select(self, index: torch.Tensor) -> DecoderState:
+        """Reorder or repeat along the batch dim (beam search uses this to follow its choices)."""
+        return DecoderState(
+            *(None if (t := getattr(self, f.name)) is None else t.index_select(0, index) for f in fields(self))
+        )
+
+
+class Decoder(nn.Module):
+    """Luong-style step: h_t = GRU(y_{t-1} [; a_{t-1}], h_{t-1}); c_t = attend(h_t); a_t = tanh(W[h_t; c_t]).
+
+    Without input feeding (``a_{t-1}`` in the GRU input) no step depends on the previous
+    step's attention, so teacher-forced training runs the GRU over the whole target in one
+    fused call and attends for all positions at once: no Python loop over time.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        emb_dim: int,
+        hidden: int,
+        layers: int,
+        enc_size: int,
+        attention: str,
+        input_feeding: bool,
+        dropout: float,
+        out_dim: int,
+    ):
+        super().__init__()
+        self.input_feeding, self.out_dim = input_feeding, out_dim
+        self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
+        self.rnn = nn.GRU(
+            emb_dim + (out_dim if input_feeding else 0), hidden, num_layers=layers,
+            batch_first=True, dropout=dropout if layers > 1 else 0.0,
+        )  # fmt: skip
+        self.attention = build_attention(attention, hidden, enc_size)
+        self.combine = nn.Linear(hidden + enc_size, out_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def _attend(self, rnn_out: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
+        # rnn_out: (batch, tgt_len, dec_hidden)
+        context, weights = self.attention(rnn_out, state.proj_keys, state.memory, state.src_mask)
+        # context: (batch, tgt_len, 2 * enc_hidden); weights: (batch, tgt_len, src_len)
+        att = torch.tanh(self.combine(torch.cat([rnn_out, context], dim=-1)))  # (batch, tgt_len, out_dim)
+        return self.dropout(att), weights
+
+    def forward_fused(self, tgt_in: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
+        """All target positions in one GRU call (teacher forcing, no input feeding)."""
+        assert not self.input_feeding, "input feeding needs the step-by-step path"
+        x = self.dropout(self.embed(tgt_in))  # (batch, tgt_len, emb)
+        # Padding sits only after EOS, so it cannot affect any real position: no packing needed.
+        rnn_out, _ = self.rnn(x, state.hidden.transpose(0, 1).contiguous())  # (batch, tgt_len, dec_hidden)
+        return self._attend(rnn_out, state)
+
+    def step(self, prev: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
+        """One step for every row: prev (batch,) -> attentional vector (batch, out_dim), weights (batch, src_len)."""
+        x = self.dropout(self.embed(prev))[:, None, :]  # (batch, 1, emb)
+        if self.input_feeding:
+            fed = state.att_vector if state.att_vector is not None else x.new_zeros(x.size(0), self.out_dim)
+            x = torch.cat([x, fed[:, None, :]], dim=-1)  # (batch, 1, emb + out_dim)
+        rnn_out, h = self.rnn(x, state.hidden.transpose(0, 1).contiguous())  # (batch, 1, dec_hidden)
+        att, weights = self._attend(rnn_out, state)
+        new_state = DecoderState(h.transpose(0, 1), state.memory, state.proj_keys, state.src_mask, att[:, 0])
+        return att[:, 0], weights[:, 0], new_state

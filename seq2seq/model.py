@@ -1,0 +1,104 @@
+"""The encoder-decoder as a plain ``nn.Module`` with a narrow decoding interface.
+
+    state = model.encode(src, src_lengths)                 # once per batch
+    log_probs, state, attn = model.decode_step(prev, state)  # once per output token
+
+Teacher-forced training, greedy search and beam search all go through these two calls (or
+the fused equivalent of many ``decode_step`` calls), so search code never touches layers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from seq2seq.decoder import Decoder, DecoderState
+from seq2seq.encoder import Bridge, Encoder
+from seq2seq.tokenizer import PAD_ID
+
+
+class Seq2Seq(nn.Module):
+    """Bidirectional GRU encoder, attention GRU decoder, output projection to the vocabulary."""
+
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        emb_dim: int = 256,
+        enc_hidden: int = 256,
+        enc_layers: int = 2,
+        dec_hidden: int = 512,
+        dec_layers: int = 1,
+        attention: str = "general",
+        input_feeding: bool = False,
+        dropout: float = 0.3,
+        tie_embeddings: bool = False,
+    ):
+        super().__init__()
+        self.encoder = Encoder(src_vocab_size, emb_dim, enc_hidden, enc_layers, dropout)
+        enc_size = self.encoder.output_size
+        self.bridge = Bridge(enc_layers, enc_size, dec_layers, dec_hidden)
+        # Tying shares the target embedding matrix with the output layer, so the attentional
+        # vector must have the embedding's size.
+        out_dim = emb_dim if tie_embeddings else dec_hidden
+        self.decoder = Decoder(
+            tgt_vocab_size, emb_dim, dec_hidden, dec_layers, enc_size, attention, input_feeding, dropout, out_dim
+        )
+        self.output = nn.Linear(out_dim, tgt_vocab_size)
+        if tie_embeddings:
+            self.output.weight = self.decoder.embed.weight
+
+    @property
+    def can_fuse(self) -> bool:
+        """Teacher forcing can run the whole target in one GRU call (no input feeding)."""
+        return not self.decoder.input_feeding
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> DecoderState:
+        """src (batch, src_len) -> the decoder's initial state, attention keys precomputed."""
+        memory, final = self.encoder(src, src_lengths)  # (batch, src_len, 2 * enc_hidden)
+        hidden = self.bridge(final).transpose(0, 1)  # (batch, dec_layers, dec_hidden)
+        proj_keys = self.decoder.attention.project_keys(memory)  # (batch, src_len, attn)
+        return DecoderState(hidden, memory, proj_keys, src != PAD_ID)
+
+    def decode_step(
+        self, prev: torch.Tensor, state: DecoderState
+    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
+        """prev (batch,) -> log-probabilities (batch, vocab), next state, attention (batch, src_len)."""
+        att, weights, state = self.decoder.step(prev, state)
+        log_probs = torch.log_softmax(self.output(att).float(), dim=-1)  # (batch, tgt_vocab)
+        return log_probs, state, weights
+
+    def forward(
+        self,
+        src: torch.Tensor,
+        src_lengths: torch.Tensor,
+        tgt_in: torch.Tensor,
+        teacher_forcing: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training pass: logits (batch, tgt_len, vocab) and attention (batch, tgt_len, src_len).
+
+        With ``teacher_forcing`` < 1 (scheduled sampling), each step feeds the gold previous
+        token with that probability and the model's own greedy prediction otherwise.
+        """
+        state = self.encode(src, src_lengths)
+        if self.can_fuse and teacher_forcing >= 1.0:
+            att, weights = self.decoder.forward_fused(tgt_in, state)  # (batch, tgt_len, out_dim)
+            return self.output(att), weights
+        return self._forward_steps(tgt_in, state, teacher_forcing)
+
+    def _forward_steps(
+        self, tgt_in: torch.Tensor, state: DecoderState, teacher_forcing: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, weights, prev = [], [], tgt_in[:, 0]
+        for t in range(tgt_in.size(1)):
+            att, w, state = self.decoder.step(prev, state)
+            step_logits = self.output(att)  # (batch, tgt_vocab)
+            logits.append(step_logits)
+            weights.append(w)
+            if t + 1 < tgt_in.size(1):
+                prev = tgt_in[:, t + 1]
+                if teacher_forcing < 1.0:
+                    own = step_logits.argmax(-1)
+                    use_gold = torch.rand(prev.shape, device=prev.device) < teacher_forcing
+                    prev = torch.where(use_gold | (prev == PAD_ID), prev, own)
+        return torch.stack(logits, 1), torch.stack(weights, 1)  # (batch, tgt_len, ...)

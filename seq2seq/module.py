@@ -1,0 +1,164 @@
+"""The LightningModule: a thin training wrapper around ``Seq2Seq``.
+
+It owns the loss, the optimizer and schedule, and validation by decoding (BLEU and chrF);
+it also puts the SentencePiece models into the checkpoint so that one file can translate.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torchmetrics.text import CHRFScore, SacreBLEUScore
+
+from seq2seq.batching import Batch
+from seq2seq.model import Seq2Seq
+from seq2seq.search import search
+from seq2seq.tokenizer import PAD_ID, Tokenizer
+
+CHECKPOINT_KEY = "seq2seq"  # our own checkpoint entry: tokenizers, languages, data name
+
+
+class TranslationModule(pl.LightningModule):
+    """Trains a ``Seq2Seq`` with teacher forcing, label smoothing and AdamW."""
+
+    def __init__(
+        self,
+        src_vocab_size: int = 8000,
+        tgt_vocab_size: int = 8000,
+        emb_dim: int = 256,
+        enc_hidden: int = 256,
+        enc_layers: int = 2,
+        dec_hidden: int = 512,
+        dec_layers: int = 1,
+        attention: Literal["additive", "dot", "general"] = "general",
+        input_feeding: bool = False,
+        dropout: float = 0.3,
+        tie_embeddings: bool = False,
+        label_smoothing: float = 0.1,
+        teacher_forcing: float = 1.0,
+        lr: float = 2e-3,
+        weight_decay: float = 0.0,
+        scheduler: Literal["plateau", "warmup_decay", "none"] = "plateau",
+        warmup_steps: int = 500,
+        decay_steps: int = 20000,
+        plateau_patience: int = 1,
+        plateau_factor: float = 0.5,
+        eval_beam_size: int = 1,
+        eval_max_length: int = 100,
+        test_beam_size: int = 5,
+        length_penalty: float = 0.0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = Seq2Seq(
+            src_vocab_size, tgt_vocab_size, emb_dim, enc_hidden, enc_layers, dec_hidden,
+            dec_layers, attention, input_feeding, dropout, tie_embeddings,
+        )  # fmt: skip
+        self.loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_ID, label_smoothing=label_smoothing)
+        self.bleu = {stage: SacreBLEUScore(tokenize="13a") for stage in ("val", "test")}
+        self.chrf = {stage: CHRFScore() for stage in ("val", "test")}
+        self.tokenizers: tuple[Tokenizer, Tokenizer] | None = None
+        self.meta: dict = {}
+
+    # -- tokenizers and metadata travel with the checkpoint -------------------------------
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self.trainer else None
+        if dm is not None and hasattr(dm, "src_tokenizer"):
+            self.tokenizers = (dm.src_tokenizer, dm.tgt_tokenizer)
+            hp = dm.hparams
+            self.meta = {"src_lang": hp.src_lang, "tgt_lang": hp.tgt_lang, "data": dm.name}
+        for metric in (*self.bleu.values(), *self.chrf.values()):
+            metric.to(self.device)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.tokenizers is not None:
+            checkpoint[CHECKPOINT_KEY] = {
+                **self.meta,
+                "src_spm": self.tokenizers[0].model_proto,
+                "tgt_spm": self.tokenizers[1].model_proto,
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if CHECKPOINT_KEY in checkpoint:
+            entry = checkpoint[CHECKPOINT_KEY]
+            self.tokenizers = (Tokenizer(entry["src_spm"]), Tokenizer(entry["tgt_spm"]))
+            self.meta = {k: v for k, v in entry.items() if not k.endswith("_spm")}
+
+    # -- training -------------------------------------------------------------------------
+    def loss(self, batch: Batch, teacher_forcing: float = 1.0) -> torch.Tensor:
+        logits, _ = self.model(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing)
+        # (batch, tgt_len, vocab); cast up in case of bf16 autocast
+        return self.loss_fn(logits.float().flatten(0, 1), batch.tgt_out.flatten())
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch, self.hparams.teacher_forcing)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch.src.size(0))
+        self.log("train/tgt_tokens", float(batch.num_tgt_tokens), reduce_fx="sum", batch_size=1)
+        return loss
+
+    def _eval_step(self, batch: Batch, stage: str) -> None:
+        loss = self.loss(batch)
+        n = batch.src.size(0)
+        self.log(f"{stage}/loss", loss, batch_size=n, sync_dist=True)
+        self.log(f"{stage}/ppl", torch.exp(loss), batch_size=n, sync_dist=True)
+        if self.tokenizers is None:
+            return
+        hp = self.hparams
+        beam = hp.eval_beam_size if stage == "val" else hp.test_beam_size
+        result = search(
+            self.model, batch.src, batch.src_lengths, beam_size=beam,
+            max_length=hp.eval_max_length, alpha=hp.length_penalty,
+        )  # fmt: skip
+        hyps = self.tokenizers[1].decode([nbest[0] for nbest in result.tokens])
+        split = "validation" if stage == "val" else "test"
+        refs = self.trainer.datamodule.references(split)
+        refs = [[refs[i]] for i in batch.index.tolist()]
+        self.bleu[stage].update(hyps, refs)
+        self.chrf[stage].update(hyps, refs)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        if self.tokenizers is None:
+            return
+        # torchmetrics syncs the n-gram statistics over DDP ranks before computing
+        self.log(f"{stage}/bleu", 100 * self.bleu[stage].compute(), prog_bar=True)
+        self.log(f"{stage}/chrf", 100 * self.chrf[stage].compute())
+        self.bleu[stage].reset()
+        self.chrf[stage].reset()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=hp.plateau_factor, patience=hp.plateau_patience
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/bleu", "interval": "epoch"},
+            }
+        if hp.scheduler == "warmup_decay":
+
+            def factor(step: int) -> float:  # linear warmup, then cosine decay to 10%
+                if step < hp.warmup_steps:
+                    return (step + 1) / hp.warmup_steps
+                progress = min(1.0, (step - hp.warmup_steps) / max(1, hp.decay_steps - hp.warmup_steps))
+                return 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
+
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer

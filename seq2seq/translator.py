@@ -1,0 +1,141 @@
+"""``Translator``: the small public API. A checkpoint file in, translations out.
+
+    from seq2seq import Translator
+    translator = Translator.from_checkpoint("model.ckpt")
+    translator.translate(["Ein Hund rennt."], beam_size=5)[0].text
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from seq2seq.batching import collate, make_batches
+from seq2seq.model import Seq2Seq
+from seq2seq.module import CHECKPOINT_KEY
+from seq2seq.search import search
+from seq2seq.tokenizer import Tokenizer
+
+
+class CheckpointError(ValueError):
+    """The file is missing, unreadable, unsafe, or not a seq2seq checkpoint."""
+
+
+@dataclass
+class Hypothesis:
+    text: str
+    score: float  # log-probability of the subword sequence and EOS
+    tokens: list[str]  # target subword pieces
+    attention: list[list[float]] | None = None  # (len(tokens) + 1, len(source_tokens) + 1); +1 for EOS
+
+
+@dataclass
+class Translation:
+    source: str
+    source_tokens: list[str]
+    hypotheses: list[Hypothesis] = field(default_factory=list)  # n-best, best first
+
+    @property
+    def text(self) -> str:
+        return self.hypotheses[0].text
+
+    @property
+    def score(self) -> float:
+        return self.hypotheses[0].score
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """``torch.load`` with ``weights_only=True``: a checkpoint can never run code when loaded."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt zip, truncated file, or a pickle that wants to import code
+        raise CheckpointError(f"cannot load checkpoint {path} safely (weights_only=True): {e}") from e
+    if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not a seq2seq checkpoint (no '{CHECKPOINT_KEY}' entry)")
+    return ckpt
+
+
+class Translator:
+    """Batched translation with greedy or beam search from a trained ``Seq2Seq``."""
+
+    def __init__(self, model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, metadata: dict):
+        self.model = model.eval()
+        self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
+        self.metadata = metadata
+        self.src_lang, self.tgt_lang = metadata.get("src_lang"), metadata.get("tgt_lang")
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, quantize: str | None = None) -> Translator:
+        """Rebuild the model from the hyperparameters and weights in ``path``; ``quantize="int8"``
+        applies dynamic int8 quantization to the GRU and Linear layers (CPU serving)."""
+        ckpt = load_checkpoint(path)
+        hparams = ckpt.get("hyper_parameters", {})
+        accepted = inspect.signature(Seq2Seq).parameters
+        model = Seq2Seq(**{k: v for k, v in hparams.items() if k in accepted})
+        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        model.load_state_dict(state)
+        entry = ckpt[CHECKPOINT_KEY]
+        metadata = {k: v for k, v in entry.items() if not k.endswith("_spm")}
+        metadata["parameters"] = sum(p.numel() for p in model.parameters())
+        metadata["architecture"] = {k: v for k, v in hparams.items() if k in accepted}
+        if quantize == "int8":
+            model = quantize_int8(model)
+        elif quantize not in (None, "none"):
+            raise ValueError(f"unknown quantization {quantize!r}: use int8 or none")
+        metadata["quantize"] = quantize or "none"
+        return cls(model, Tokenizer(entry["src_spm"]), Tokenizer(entry["tgt_spm"]), metadata)
+
+    def translate(
+        self,
+        texts: list[str],
+        beam_size: int = 5,
+        n_best: int = 1,
+        max_length: int = 200,
+        max_ratio: float | None = 3.0,
+        min_length: int = 0,
+        length_penalty: float = 0.0,
+        return_attention: bool = False,
+        max_tokens: int = 4096,
+    ) -> list[Translation]:
+        """Translate ``texts`` in length-sorted batches of at most ``max_tokens`` source tokens."""
+        if n_best > max(1, beam_size):
+            raise ValueError(f"n_best ({n_best}) cannot exceed beam_size ({beam_size})")
+        ids = self.src_tokenizer.encode(list(texts))
+        lengths = torch.tensor([len(s) for s in ids])
+        results: list[Translation | None] = [None] * len(texts)
+        for batch_idx in make_batches(lengths.numpy(), lengths.numpy(), max_tokens, 256):
+            batch = collate([ids[i] for i in batch_idx], [[] for _ in batch_idx], batch_idx)
+            out = search(
+                self.model, batch.src, batch.src_lengths, beam_size=beam_size, n_best=n_best,
+                max_length=max_length, max_ratio=max_ratio, min_length=min_length,
+                alpha=length_penalty, return_attention=return_attention,
+            )  # fmt: skip
+            for row, i in enumerate(batch_idx):
+                results[i] = self._translation(texts[i], ids[i], out, row)
+        return results  # type: ignore[return-value]
+
+    def _translation(self, text: str, src_ids: list[int], out, row: int) -> Translation:
+        hyps = []
+        for j, tokens in enumerate(out.tokens[row]):
+            att = out.attention[row][j].tolist() if out.attention is not None else None
+            hyps.append(
+                Hypothesis(self.tgt_tokenizer.decode([tokens])[0], float(out.scores[row, j]),
+                           self.tgt_tokenizer.pieces(tokens), att)  # fmt: skip
+            )
+        return Translation(text, self.src_tokenizer.pieces(src_ids), hyps)
+
+
+def quantize_int8(model: Seq2Seq) -> Seq2Seq:
+    """Dynamic int8 quantization of GRU and Linear weights: smaller and faster on CPU."""
+    from torch import nn
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {nn.GRU, nn.Linear}, dtype=torch.qint8)
