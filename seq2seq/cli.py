@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from seq2seq.data import TranslationDataModule
@@ -34,7 +34,6 @@ class TrainCLI(LightningCLI):
         parser.set_defaults(
             {"early_stopping.monitor": "val/bleu", "early_stopping.mode": "max", "early_stopping.patience": 5}
         )
-        parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -6,6 +6,7 @@ it also puts the SentencePiece models into the checkpoint so that one file can t
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 import lightning.pytorch as pl
@@ -88,6 +89,9 @@ class TranslationModule(pl.LightningModule):
             self.meta = {k: v for k, v in entry.items() if not k.endswith("_spm")}
 
     # -- training -------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self._fit_start = time.perf_counter()  # for the learning curve: BLEU against wall time
+
     def loss(self, batch: Batch, teacher_forcing: float = 1.0) -> torch.Tensor:
         logits, _ = self.model(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing)
         # (batch, tgt_len, vocab); cast up in case of bf16 autocast
@@ -97,6 +101,7 @@ class TranslationModule(pl.LightningModule):
         loss = self.loss(batch, self.hparams.teacher_forcing)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch.src.size(0))
         self.log("train/tgt_tokens", float(batch.num_tgt_tokens), reduce_fx="sum", batch_size=1)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=1)
         return loss
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
@@ -125,6 +130,8 @@ class TranslationModule(pl.LightningModule):
         # torchmetrics syncs the n-gram statistics over DDP ranks before computing
         self.log(f"{stage}/bleu", 100 * self.bleu[stage].compute(), prog_bar=True)
         self.log(f"{stage}/chrf", 100 * self.chrf[stage].compute())
+        if stage == "val" and hasattr(self, "_fit_start"):
+            self.log("val/train_minutes", (time.perf_counter() - self._fit_start) / 60)
         self.bleu[stage].reset()
         self.chrf[stage].reset()
 
