@@ -15,7 +15,9 @@ import statistics
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from matmul_peak import matmul_peak
 from seq2seq.data import TranslationDataModule
 from seq2seq.module import TranslationModule
 
@@ -33,7 +35,7 @@ def measure(dm: TranslationDataModule, variant: str, steps: int, warmup: int, th
     module.train()
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
     loader = iter(dm.train_dataloader())
-    rates = []
+    rates, flop_rates = [], []
     for i in range(warmup + steps):
         batch = next(loader)
         start = time.perf_counter()
@@ -42,9 +44,25 @@ def measure(dm: TranslationDataModule, variant: str, steps: int, warmup: int, th
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
         opt.step()
+        seconds = time.perf_counter() - start
         if i >= warmup:
-            rates.append(batch.num_tgt_tokens / (time.perf_counter() - start))
-    return {"variant": variant, "median_tok_s": statistics.median(rates), "steps": steps}
+            rates.append(batch.num_tgt_tokens / seconds)
+            flop_rates.append(count_flops(module, batch) / seconds)
+    return {
+        "variant": variant,
+        "median_tok_s": statistics.median(rates),
+        "median_gflop_s": statistics.median(flop_rates) / 1e9,
+        "steps": steps,
+    }
+
+
+def count_flops(module: TranslationModule, batch) -> int:
+    """Matrix-multiply FLOPs of one forward + backward pass (counted by torch, not timed)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        module.loss(batch).backward()
+    module.zero_grad()
+    return counter.get_total_flops()
 
 
 def main() -> None:
@@ -64,9 +82,12 @@ def main() -> None:
         max_tokens=10**9, max_sentences=args.batch_sentences,
     )  # fmt: skip
     results = [measure(dm, v, args.steps, args.warmup, args.threads, args.tie) for v in args.variants]
+    peak = matmul_peak(threads=args.threads)
+    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({args.threads} threads)")
     for r in results:
         print(f"{r['variant']:12s} median target tokens/s: {r['median_tok_s']:.0f} (over {r['steps']} steps, "
-              f"batch {args.batch_sentences} sentences, {args.threads} threads)")
+              f"batch {args.batch_sentences} sentences, {args.threads} threads); "
+              f"{r['median_gflop_s']:.1f} GFLOP/s = {100 * r['median_gflop_s'] / peak:.0f}% of peak (MFU)")
     if len(results) > 1:
         print(f"ratio {results[0]['variant']}/{results[1]['variant']}: "
               f"{results[0]['median_tok_s'] / results[1]['median_tok_s']:.2f}x")

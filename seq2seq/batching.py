@@ -32,14 +32,19 @@ def make_batches(
     """
     cost = np.maximum(src_lengths, tgt_lengths) + 1  # +1 for EOS (source) and BOS/EOS (target)
     order = np.arange(len(cost)) if keep is None else np.flatnonzero(keep)
+
+    def by_length(idx: np.ndarray) -> np.ndarray:  # longest side first, ties by target length
+        return idx[np.lexsort((tgt_lengths[idx], cost[idx]))]
+
     if rng is None:
-        order = order[np.argsort(cost[order], kind="stable")]
-    else:
+        order = by_length(order)
+    elif len(order):
         order = rng.permutation(order)
-        n = len(order)
-        bucket = max(1, bucket_batches * max(1, max_tokens // max(1, int(cost.mean()))))
-        chunks = [order[i : i + bucket] for i in range(0, n, bucket)]
-        order = np.concatenate([c[np.argsort(cost[c], kind="stable")] for c in chunks])
+        per_batch = min(max_sentences, max(1, max_tokens // max(1, int(cost[order].mean()))))
+        bucket = max(1, bucket_batches * per_batch)
+        order = np.concatenate(
+            [by_length(order[i : i + bucket]) for i in range(0, len(order), bucket)]
+        )
 
     batches, current, longest = [], [], 0
     for idx in order.tolist():
@@ -68,10 +73,31 @@ def shard_batches(batches: list[list[int]], num_replicas: int, rank: int) -> lis
     while len(batches) % num_replicas:
         i = max(range(len(batches)), key=lambda j: len(batches[j]))
         if len(batches[i]) < 2:
-            raise ValueError(f"too few examples ({sum(map(len, batches))}) for {num_replicas} ranks")
+            raise ValueError(
+                f"too few examples ({sum(map(len, batches))}) for {num_replicas} ranks"
+            )
         big = batches.pop(i)
         batches[i:i] = [big[: len(big) // 2], big[len(big) // 2 :]]
     return batches[rank::num_replicas]
+
+
+def padding_stats(
+    batches: list[list[int]], src_lengths: np.ndarray, tgt_lengths: np.ndarray
+) -> dict[str, float]:
+    """Share of padding in the padded ``src`` and ``tgt_in`` tensors these batches produce.
+
+    Lengths are without BOS/EOS; each side gets one more position in ``collate``.
+    """
+    real = {"src": 0, "tgt": 0}
+    padded = {"src": 0, "tgt": 0}
+    for batch in batches:
+        for side, lengths in (("src", src_lengths), ("tgt", tgt_lengths)):
+            sizes = lengths[batch] + 1
+            real[side] += int(sizes.sum())
+            padded[side] += int(sizes.max()) * len(batch)
+    stats = {side: 1 - real[side] / max(1, padded[side]) for side in real}
+    stats["total"] = 1 - sum(real.values()) / max(1, sum(padded.values()))
+    return stats
 
 
 class TokenBatchSampler(DistributedSampler):
@@ -108,7 +134,12 @@ class TokenBatchSampler(DistributedSampler):
         if self._cache is None or self._cache[0] != self.epoch:
             rng = np.random.default_rng([self.seed, self.epoch]) if self.shuffle else None
             batches = make_batches(
-                self.src_lengths, self.tgt_lengths, self.max_tokens, self.max_sentences, rng, self.keep
+                self.src_lengths,
+                self.tgt_lengths,
+                self.max_tokens,
+                self.max_sentences,
+                rng,
+                self.keep,
             )
             self._cache = (self.epoch, shard_batches(batches, self.num_replicas, self.rank))
         return self._cache[1]
@@ -131,7 +162,12 @@ class Batch:
     index: torch.Tensor  # (batch,) positions in the split, to look up references
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(*(t.to(device) for t in (self.src, self.src_lengths, self.tgt_in, self.tgt_out, self.index)))
+        return Batch(
+            *(
+                t.to(device)
+                for t in (self.src, self.src_lengths, self.tgt_in, self.tgt_out, self.index)
+            )
+        )
 
     @property
     def num_tgt_tokens(self) -> int:

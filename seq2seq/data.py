@@ -3,7 +3,9 @@
 Everything expensive (training SentencePiece, tokenizing every split) is cached on disk under
 a key made of the corpus content and the tokenizer settings, so a second run starts in seconds.
 The tokenizers exist right after ``__init__``, so LightningCLI can link the vocabulary sizes
-into the model's arguments.
+into the model's arguments. With ``streaming=True`` the training split is never held in memory:
+it is read, tokenized and bucketed on the fly (``streaming.py``), and SentencePiece learns from
+its first ``spm_train_sentences`` pairs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 import datasets
 import lightning.pytorch as pl
@@ -23,7 +26,8 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from seq2seq.batching import Batch, TokenBatchSampler, collate
-from seq2seq.sources import load_corpus
+from seq2seq.sources import CorpusError, load_corpus
+from seq2seq.streaming import EpochDataLoader, StreamingBatches, head_pairs, load_streaming_corpus
 from seq2seq.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -41,21 +45,34 @@ def _digest(*parts: object) -> str:
     return h.hexdigest()[:16]
 
 
+def texts(ds: datasets.Dataset, column: str) -> list[str]:
+    """A string column as a list, straight from Arrow (``ds[column]`` iterates row by row)."""
+    return ds.with_format("arrow")[column].to_pylist()
+
+
+def text_fingerprint(*columns: list[str]) -> str:
+    """Content hash of lists of sentences."""
+    h = hashlib.sha1()
+    for column in columns:
+        h.update("\n".join(column).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
 def corpus_fingerprint(corpus: datasets.DatasetDict) -> str:
     """Content hash of every split: the same sentences give the same cache key."""
-    h = hashlib.sha1()
-    for split in sorted(corpus):
-        h.update(split.encode())
-        for col in ("src", "tgt"):
-            h.update("\n".join(corpus[split][col]).encode())
-    return h.hexdigest()[:16]
+    parts = [
+        (split, text_fingerprint(texts(ds, "src"), texts(ds, "tgt")))
+        for split, ds in corpus.items()
+    ]
+    return _digest(*sorted(parts))
 
 
 class TokenizedSplit:
     """Token ids of one split, read straight from the Arrow offsets (no per-row Python objects)."""
 
     def __init__(self, ds: datasets.Dataset):
-        self.texts_src, self.texts_tgt = ds["src"], ds["tgt"]
+        self.texts_src, self.texts_tgt = texts(ds, "src"), texts(ds, "tgt")
         self.src_off, self.src_val = self._flat(ds, "src_ids")
         self.tgt_off, self.tgt_val = self._flat(ds, "tgt_ids")
         self.src_lengths = np.diff(self.src_off)
@@ -114,7 +131,7 @@ class TranslationDataModule(pl.LightningDataModule):
         tgt_column: str | None = None,
         builtin_sizes: tuple[int, int, int] = (20000, 500, 500),
         spm_vocab_size: int = 8000,
-        spm_model_type: str = "unigram",
+        spm_model_type: Literal["unigram", "bpe", "char", "word"] = "unigram",
         joint_vocab: bool = False,
         character_coverage: float = 1.0,
         byte_fallback: bool = False,
@@ -126,18 +143,31 @@ class TranslationDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | None = None,
         seed: int = 0,
+        streaming: bool = False,
+        stream_buffer_size: int = 10000,
+        stream_shuffle_buffer: int = 10000,
+        spm_train_sentences: int = 1_000_000,
     ):
         super().__init__()
         self.save_hyperparameters()
         start = time.perf_counter()
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-        self.corpus = load_corpus(
-            source, src_lang, tgt_lang, dataset_config, splits, src_column, tgt_column,
-            tuple(builtin_sizes), seed,
-        )  # fmt: skip
-        fingerprint = corpus_fingerprint(self.corpus)
-        self.src_tokenizer, self.tgt_tokenizer = self._load_tokenizers(fingerprint)
-        self.splits = {name: TokenizedSplit(ds) for name, ds in self._load_ids(fingerprint).items()}
+        corpus_args = (source, src_lang, tgt_lang, dataset_config, splits, src_column, tgt_column,
+                       tuple(builtin_sizes), seed)  # fmt: skip
+        self.train_stream = None
+        if streaming:  # train is a stream; SentencePiece learns from its first sentences
+            self.train_stream, self.reader, self.corpus = load_streaming_corpus(*corpus_args)
+            train_src, train_tgt = head_pairs(self.train_stream, self.reader, spm_train_sentences)
+            spm_key = _digest("stream", text_fingerprint(train_src, train_tgt))
+        else:
+            self.corpus = load_corpus(*corpus_args)
+            train_src, train_tgt = (texts(self.corpus["train"], c) for c in ("src", "tgt"))
+            spm_key = corpus_fingerprint(self.corpus)
+        self.src_tokenizer, self.tgt_tokenizer = self._load_tokenizers(
+            spm_key, train_src, train_tgt
+        )
+        ids = self._load_ids(corpus_fingerprint(self.corpus) if streaming else spm_key)
+        self.splits = {name: TokenizedSplit(ds) for name, ds in ids.items()}
         log.info(
             "data ready in %.1fs: %s", time.perf_counter() - start,
             {k: len(v) for k, v in self.splits.items()},
@@ -161,7 +191,9 @@ class TranslationDataModule(pl.LightningDataModule):
         return self.splits[split].texts_tgt
 
     # -- cached SentencePiece training and tokenization -----------------------------------
-    def _load_tokenizers(self, fingerprint: str) -> tuple[Tokenizer, Tokenizer]:
+    def _load_tokenizers(
+        self, fingerprint: str, train_src: list[str], train_tgt: list[str]
+    ) -> tuple[Tokenizer, Tokenizer]:
         hp = self.hparams
         key = _digest(fingerprint, hp.spm_vocab_size, hp.spm_model_type, hp.joint_vocab,
                       hp.character_coverage, hp.byte_fallback)  # fmt: skip
@@ -170,16 +202,22 @@ class TranslationDataModule(pl.LightningDataModule):
             return Tokenizer.load(paths[0]), Tokenizer.load(paths[1])
 
         def train(texts: list[str]) -> Tokenizer:
-            return Tokenizer.train(texts, hp.spm_vocab_size, hp.spm_model_type,
-                                   hp.character_coverage, hp.byte_fallback)  # fmt: skip
+            try:
+                return Tokenizer.train(texts, hp.spm_vocab_size, hp.spm_model_type,
+                                       hp.character_coverage, hp.byte_fallback)  # fmt: skip
+            except RuntimeError as e:  # e.g. vocabulary smaller than the alphabet
+                raise CorpusError(
+                    f"cannot train SentencePiece on {self.name} (spm_vocab_size={hp.spm_vocab_size}, "
+                    f"spm_model_type={hp.spm_model_type}, character_coverage="
+                    f"{hp.character_coverage}, byte_fallback={hp.byte_fallback}): {e}"
+                ) from e
 
-        train_split = self.corpus["train"]
         if hp.joint_vocab:
-            src = tgt = train(train_split["src"] + train_split["tgt"])
+            src = tgt = train(train_src + train_tgt)
         else:
-            src, tgt = train(train_split["src"]), train(train_split["tgt"])
+            src, tgt = train(train_src), train(train_tgt)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        for tok, path in zip((src, tgt), paths):
+        for tok, path in zip((src, tgt), paths, strict=True):
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tok.save(tmp)
             os.replace(tmp, path)  # atomic: concurrent DDP ranks never read half a file
@@ -193,9 +231,12 @@ class TranslationDataModule(pl.LightningDataModule):
         src_tok, tgt_tok = self.src_tokenizer, self.tgt_tokenizer
 
         def tokenize(batch: dict) -> dict:
-            return {"src_ids": src_tok.encode(batch["src"]), "tgt_ids": tgt_tok.encode(batch["tgt"])}
+            return {
+                "src_ids": src_tok.encode(batch["src"]),
+                "tgt_ids": tgt_tok.encode(batch["tgt"]),
+            }
 
-        features = self.corpus["train"].features.copy()
+        features = next(iter(self.corpus.values())).features.copy()
         features["src_ids"] = features["tgt_ids"] = datasets.Sequence(datasets.Value("int32"))
         tokenized = self.corpus.map(tokenize, batched=True, batch_size=2000, features=features)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -218,6 +259,9 @@ class TranslationDataModule(pl.LightningDataModule):
         keep = None
         if train:  # length filter, training only: evaluation must see every sentence
             keep = (data.src_lengths <= hp.max_length) & (data.tgt_lengths <= hp.max_length)
+            if not keep.all():
+                log.info("%s: %d of %d training pairs are longer than max_length=%d tokens; "
+                         "skipped", self.name, int((~keep).sum()), len(keep), hp.max_length)  # fmt: skip
         world, rank = self._rank()
         sampler = TokenBatchSampler(
             data.src_lengths, data.tgt_lengths,
@@ -234,8 +278,25 @@ class TranslationDataModule(pl.LightningDataModule):
             num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
         )  # fmt: skip
 
+    def _stream_loader(self) -> DataLoader:
+        hp = self.hparams
+        world, rank = self._rank()
+        dataset = StreamingBatches(
+            self.train_stream, self.reader, (self.src_tokenizer, self.tgt_tokenizer),
+            hp.max_tokens, hp.max_sentences, hp.max_length, hp.stream_buffer_size,
+            hp.stream_shuffle_buffer, shuffle=True, seed=hp.seed, num_replicas=world, rank=rank,
+            sample_alpha=hp.sample_alpha,
+        )  # fmt: skip
+        return EpochDataLoader(dataset, self._current_epoch, num_workers=hp.num_workers)
+
+    def _current_epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return trainer.current_epoch if trainer else 0
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        return (
+            self._stream_loader() if self.train_stream is not None else self._loader("train", True)
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("validation", train=False)
