@@ -4,14 +4,44 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
+from typing import Any
 
+import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from seq2seq.data import TranslationDataModule
 from seq2seq.module import TranslationModule
 from seq2seq.sources import CorpusError
 from seq2seq.translator import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+class Checkpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` follows every validation, not only improvements.
+
+    Lightning refreshes ``last.ckpt`` only when it also writes a top-k file, so with
+    ``monitor: val/bleu`` it would hold the best epoch, not the latest, and ``--ckpt_path last``
+    would silently throw away every epoch since the best one.
+    """
+
+    def _refresh_last(self, trainer: pl.Trainer) -> None:
+        if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    # Run after the parent's save in whichever hook it saves from, so a top-k save comes first.
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
 
 
 class TrainCLI(LightningCLI):
@@ -20,7 +50,7 @@ class TrainCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.src_vocab_size", "model.src_vocab_size", apply_on="instantiate")
         parser.link_arguments("data.tgt_vocab_size", "model.tgt_vocab_size", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/bleu",
@@ -32,8 +62,50 @@ class TrainCLI(LightningCLI):
         )
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         parser.set_defaults(
-            {"early_stopping.monitor": "val/bleu", "early_stopping.mode": "max", "early_stopping.patience": 5}
+            {
+                "early_stopping.monitor": "val/bleu",
+                "early_stopping.mode": "max",
+                "early_stopping.patience": 5,
+                # val/bleu exists only after a validation: check there, not at the end of a
+                # training epoch, which max_steps or max_time can end before any validation ran
+                "early_stopping.check_on_train_epoch_end": False,
+            }
         )
+
+    def instantiate_classes(self) -> None:
+        """Build model, data and trainer; a value a constructor rejects is a one-line error."""
+        try:
+            super().instantiate_classes()
+        except CorpusError:
+            raise
+        except (ValueError, MisconfigurationException) as e:
+            fail(f"invalid configuration: {e}")
+
+    def fit(self, model: pl.LightningModule, ckpt_path: str | None = None, **kwargs: Any) -> None:
+        """``trainer.fit``, with ``--ckpt_path last`` resuming from this experiment's newest last.ckpt."""
+        if ckpt_path == "last":
+            ckpt_path = find_last_checkpoint(self.trainer) or ckpt_path
+        self.trainer.fit(model, ckpt_path=ckpt_path, **kwargs)
+
+
+def find_last_checkpoint(trainer: pl.Trainer) -> str | None:
+    """Newest ``last*.ckpt`` in any version folder of the trainer's logger, or None.
+
+    Each run logs to a fresh ``version_N`` folder and Lightning looks for ``last.ckpt`` only in
+    the new, empty one, so without this ``--ckpt_path last`` would silently start from scratch.
+    A ``ModelCheckpoint`` with its own ``dirpath`` is left to Lightning, which finds it there.
+    """
+    callbacks = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
+    if not trainer.loggers or any(cb.dirpath is not None for cb in callbacks):
+        return None
+    logger = trainer.loggers[0]
+    root = Path(logger.save_dir or trainer.default_root_dir, logger.name or "")
+    found = [p for p in root.glob("*/checkpoints/last*.ckpt") if p.is_file()]
+    if not found:
+        return None
+    newest = max(found, key=lambda p: p.stat().st_mtime)
+    log.info("resuming from %s", newest)
+    return str(newest)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -50,8 +122,26 @@ def train_main(args: list[str] | None = None) -> TrainCLI:
             TranslationDataModule,
             args=args,
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={"logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                         "init_args": {"save_dir": "runs"}}},  # fmt: skip
+            trainer_defaults={
+                "logger": {
+                    "class_path": "lightning.pytorch.loggers.CSVLogger",
+                    "init_args": {"save_dir": "runs"},
+                }
+            },
         )
     except (CorpusError, CheckpointError) as e:
         fail(str(e))
+
+
+def translate_main(args: list[str] | None = None) -> None:
+    """``seq2seq-translate``: see ``seq2seq.commands``."""
+    from seq2seq.commands import translate_main as main
+
+    main(args)
+
+
+def evaluate_main(args: list[str] | None = None) -> None:
+    """``seq2seq-evaluate``: see ``seq2seq.commands``."""
+    from seq2seq.commands import evaluate_main as main
+
+    main(args)

@@ -35,6 +35,12 @@ class Seq2Seq(nn.Module):
         tie_embeddings: bool = False,
     ):
         super().__init__()
+        sizes = {"src_vocab_size": src_vocab_size, "tgt_vocab_size": tgt_vocab_size, "emb_dim": emb_dim,
+                 "enc_hidden": enc_hidden, "enc_layers": enc_layers, "dec_hidden": dec_hidden,
+                 "dec_layers": dec_layers}  # fmt: skip
+        for name, value in sizes.items():
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
         self.encoder = Encoder(src_vocab_size, emb_dim, enc_hidden, enc_layers, dropout)
         enc_size = self.encoder.output_size
         self.bridge = Bridge(enc_layers, enc_size, dec_layers, dec_hidden)
@@ -42,8 +48,9 @@ class Seq2Seq(nn.Module):
         # vector must have the embedding's size.
         out_dim = emb_dim if tie_embeddings else dec_hidden
         self.decoder = Decoder(
-            tgt_vocab_size, emb_dim, dec_hidden, dec_layers, enc_size, attention, input_feeding, dropout, out_dim
-        )
+            tgt_vocab_size, emb_dim, dec_hidden, dec_layers, enc_size, attention, input_feeding,
+            dropout, out_dim,
+        )  # fmt: skip
         self.output = nn.Linear(out_dim, tgt_vocab_size)
         if tie_embeddings:
             self.output.weight = self.decoder.embed.weight

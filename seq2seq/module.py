@@ -53,6 +53,10 @@ class TranslationModule(pl.LightningModule):
         length_penalty: float = 0.0,
     ):
         super().__init__()
+        if not 0.0 <= teacher_forcing <= 1.0:
+            raise ValueError(f"teacher_forcing must be between 0 and 1, got {teacher_forcing}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.save_hyperparameters()
         self.model = Seq2Seq(
             src_vocab_size, tgt_vocab_size, emb_dim, enc_hidden, enc_layers, dec_hidden,
@@ -156,16 +160,25 @@ class TranslationModule(pl.LightningModule):
             )
             return {
                 "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": "val/bleu", "interval": "epoch"},
+                "lr_scheduler": {
+                    "scheduler": scheduler,
+                    "monitor": "val/bleu",
+                    "interval": "epoch",
+                },
             }
         if hp.scheduler == "warmup_decay":
 
             def factor(step: int) -> float:  # linear warmup, then cosine decay to 10%
                 if step < hp.warmup_steps:
                     return (step + 1) / hp.warmup_steps
-                progress = min(1.0, (step - hp.warmup_steps) / max(1, hp.decay_steps - hp.warmup_steps))
+                progress = min(
+                    1.0, (step - hp.warmup_steps) / max(1, hp.decay_steps - hp.warmup_steps)
+                )
                 return 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
 
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+            }
         return optimizer
