@@ -1,0 +1,5 @@
+"""HTTP translation service: ``python -m serve --checkpoint model.ckpt`` (LitServe)."""
+
+from serve.schemas import TranslateRequest, TranslateResponse
+
+__all__ = ["TranslateRequest", "TranslateResponse"]

@@ -1,0 +1,202 @@
+"""``python -m serve --checkpoint model.ckpt`` (console script ``seq2seq-serve``).
+
+The checkpoint is checked in this process before any worker starts, so a missing, corrupt or
+unsafe file stops start-up with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing as mp
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the only hosts LitServe accepts
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="seq2seq-serve", description="Serve a seq2seq checkpoint over HTTP."
+    )
+    env_ckpt = os.environ.get("SEQ2SEQ_CHECKPOINT")
+    p.add_argument("--checkpoint", default=env_ckpt, required=env_ckpt is None,
+                   help="model .ckpt file (default: $SEQ2SEQ_CHECKPOINT)")  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1", choices=HOSTS)
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--workers", type=int, default=1, help="inference processes, each with its own model"
+    )
+    p.add_argument(
+        "--threads", type=int, default=0,
+        help="torch threads per worker (default: cores // workers; 1 is better on a busy machine)",
+    )  # fmt: skip
+    p.add_argument("--max-batch-size", type=int, default=16, help="requests batched together")
+    p.add_argument(
+        "--batch-timeout", type=float, default=0.01, help="seconds to wait for a batch to fill"
+    )
+    p.add_argument(
+        "--quantize", choices=("none", "int8"), default="none", help="dynamic int8 on CPU"
+    )
+    p.add_argument("--api-key", default=os.environ.get("SEQ2SEQ_API_KEY"),
+                   help="require this X-API-Key header (default: $SEQ2SEQ_API_KEY)")  # fmt: skip
+    p.add_argument("--max-chars", type=int, default=1000, help="characters per text")
+    p.add_argument("--max-texts", type=int, default=64, help="texts per request")
+    p.add_argument("--max-beam", type=int, default=10, help="largest beam_size")
+    p.add_argument(
+        "--max-length", type=int, default=256, help="output tokens per text (also the default)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds a request may wait in the queue"
+    )
+    p.add_argument(
+        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
+    args = p.parse_args(argv)
+    for name in (
+        "port",
+        "workers",
+        "max_batch_size",
+        "max_chars",
+        "max_texts",
+        "max_beam",
+        "max_length",
+    ):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.threads < 0:
+        p.error("--threads must be >= 0 (0: cores // workers)")
+    if not 1024 <= args.port <= 65535:
+        p.error("--port must be between 1024 and 65535")
+    if args.batch_timeout < 0 or (args.batch_timeout == 0 and args.max_batch_size > 1):
+        p.error(
+            "--batch-timeout must be > 0 with --max-batch-size > 1 (0 makes the idle server spin)"
+        )
+    return args
+
+
+def one_line(error: Exception) -> str:
+    """The error's first line; for an unpickling refusal, torch's line naming the blocked global
+    (it sits many lines into torch's message, which may reach us only as the ``__cause__``)."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    texts = [str(error), str(error.__cause__ or "")]
+    culprit = next((ln.strip() for t in texts for ln in t.splitlines() if "GLOBAL" in ln), None)
+    if culprit is None or culprit in first:
+        return first
+    marker = "Weights only load failed"  # torch's advice that follows it is not for a server
+    if marker in first:
+        return first[: first.index(marker)] + culprit
+    return f"{first} ({culprit})"
+
+
+def check_checkpoint(path: str) -> dict:
+    """Build the model once to prove the checkpoint works; return ``/info`` metadata."""
+    from seq2seq.translator import CheckpointError, Translator
+
+    try:
+        translator = Translator.from_checkpoint(path)
+    except CheckpointError:
+        raise
+    except Exception as e:  # weights that do not fit the recorded architecture, broken tokenizers
+        raise CheckpointError(f"{path} is not a usable seq2seq checkpoint: {e}") from e
+    meta = dict(translator.metadata)
+    meta["src_vocab_size"] = translator.src_tokenizer.vocab_size
+    meta["tgt_vocab_size"] = translator.tgt_tokenizer.vocab_size
+    meta["checkpoint"] = Path(path).name
+    return meta
+
+
+def port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def fail(message: str) -> NoReturn:
+    print(f"seq2seq-serve: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+_MAIN_PID = os.getpid()
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """SIGTERM and SIGINT -> LitServe's graceful shutdown (on plain SIGTERM it orphans its workers)."""
+    if os.getpid() != _MAIN_PID:  # a forked API process: uvicorn re-raises after its own shutdown
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+    raise KeyboardInterrupt
+
+
+def _reap_children() -> None:
+    """Stop any worker LitServe left behind (e.g. when interrupted during start-up)."""
+    for child in mp.active_children():
+        child.terminate()
+        child.join(timeout=5)
+        if child.is_alive():
+            child.kill()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if not Path(args.checkpoint).is_file():  # before the slow torch import
+        fail(f"checkpoint {args.checkpoint} does not exist or is not a file")
+    from seq2seq.translator import CheckpointError
+
+    try:
+        metadata = check_checkpoint(args.checkpoint)
+    except CheckpointError as e:
+        fail(one_line(e))
+    if not port_free(args.host, args.port):
+        fail(f"cannot listen on {args.host}:{args.port}: the port is in use")
+    gc.collect()  # drop the check's model before the API processes are forked
+
+    import litserve as ls
+
+    from serve.api import TranslatorAPI, install_error_handlers
+    from serve.schemas import configure_limits
+
+    limits = configure_limits(max_chars=args.max_chars, max_texts=args.max_texts,
+                              max_beam=args.max_beam, max_length=args.max_length)  # fmt: skip
+    metadata.update(quantize=args.quantize, limits=vars(limits))
+    api = TranslatorAPI(
+        args.checkpoint, quantize=args.quantize, workers=args.workers, threads=args.threads or None,
+        api_key=args.api_key, max_length=args.max_length,
+        max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout,
+    )  # fmt: skip
+    server = ls.LitServer(
+        api,
+        accelerator="cpu",
+        workers_per_device=args.workers,
+        timeout=args.timeout,
+        model_metadata=metadata,
+        # worst case: every character a 6-byte JSON escape, plus room for the options
+        max_payload_size=args.max_texts * (6 * args.max_chars + 8) + 65536,
+    )
+    install_error_handlers(server.app)
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and Ctrl+C must still work
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        server.run(
+            host=args.host, port=args.port, log_level=args.log_level, generate_client_file=False
+        )
+    except KeyboardInterrupt:
+        pass  # interrupted before LitServe's own handler was in place
+    finally:
+        _reap_children()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""The LitServe API: batching of translation requests, API-key check, JSON error handlers.
+
+Workers are spawned processes, so ``TranslatorAPI`` holds only picklable settings; the model is
+loaded in ``setup`` inside each worker. No ``from __future__ import annotations`` here: LitServe
+reads the annotations of ``decode_request``/``encode_response`` as classes for FastAPI.
+"""
+
+import hmac
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import litserve as ls
+import torch
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from seq2seq.translator import Translation, Translator
+from serve.schemas import Hypothesis, TranslateRequest, TranslateResponse, TranslationOut
+
+logger = logging.getLogger(__name__)
+
+OPEN_PATHS = frozenset({"/health"})  # liveness probes need no key
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Everything that must be equal for requests to share one ``Translator.translate`` call."""
+
+    beam_size: int
+    n_best: int
+    max_length: int
+    length_penalty: float
+    return_attention: bool
+
+
+@dataclass
+class Job:
+    """A decoded request: its texts and options."""
+
+    texts: list[str]
+    options: DecodeOptions
+
+
+class TranslatorAPI(ls.LitAPI):
+    """``POST /translate``: concurrent requests with equal options are translated in one batch."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        quantize: str = "none",
+        workers: int = 1,
+        threads: int | None = None,
+        api_key: str | None = None,
+        max_length: int = 256,
+        max_batch_size: int = 16,
+        batch_timeout: float = 0.01,
+    ):
+        super().__init__(
+            max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/translate"
+        )
+        self.checkpoint = str(checkpoint)
+        self.quantize = quantize
+        self.workers = workers
+        self.threads = threads  # None: share the cores between the workers
+        self.api_key = api_key or None
+        self.max_length = max_length  # when a request gives none (the spawned workers lack LIMITS)
+        self.translator: Translator | None = None
+
+    def setup(self, device: str) -> None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(self.threads or max(1, (cores or 1) // self.workers))
+        self.translator = Translator.from_checkpoint(self.checkpoint, quantize=self.quantize)
+
+    async def authorize(self, request: Request) -> None:
+        """FastAPI dependency of every route LitServe registers; checks ``X-API-Key`` if a key is set."""
+        if self.api_key is None or request.url.path in OPEN_PATHS:
+            return
+        given = request.headers.get("x-api-key", "")
+        if not hmac.compare_digest(given.encode(), self.api_key.encode()):
+            raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key header")
+
+    def decode_request(self, request: TranslateRequest) -> Job:
+        options = DecodeOptions(
+            beam_size=request.beam_size,
+            n_best=request.n_best,
+            max_length=request.max_length or self.max_length,
+            length_penalty=request.length_penalty,
+            return_attention=request.return_attention,
+        )
+        return Job(request.all_texts(), options)
+
+    def batch(self, inputs: list[Job]) -> list[Job]:
+        return inputs  # ragged texts: grouping happens in predict
+
+    def predict(self, jobs: list[Job] | Job) -> list[list[Translation]] | list[Translation]:
+        """One ``translate`` call per distinct options; results go back to their own job, in order."""
+        if isinstance(jobs, Job):  # max_batch_size == 1: LitServe passes a single input
+            return self.translate_jobs([jobs])[0]
+        return self.translate_jobs(jobs)
+
+    def translate_jobs(self, jobs: list[Job]) -> list[list[Translation]]:
+        assert self.translator is not None, "setup() was not called"
+        groups: dict[DecodeOptions, list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault(job.options, []).append(i)
+        results: list[list[Translation]] = [[] for _ in jobs]
+        for options, members in groups.items():
+            texts = [text for i in members for text in jobs[i].texts]
+            translations = self.translator.translate(texts, **asdict(options))
+            start = 0
+            for i in members:
+                results[i] = translations[start : start + len(jobs[i].texts)]
+                start += len(jobs[i].texts)
+        return results
+
+    def unbatch(self, output: list[list[Translation]]) -> list[list[Translation]]:
+        return list(output)
+
+    def encode_response(self, output: list[Translation]) -> TranslateResponse:
+        assert self.translator is not None
+        items = []
+        for t in output:
+            best = t.hypotheses[0]
+            items.append(
+                TranslationOut(
+                    text=best.text,
+                    score=best.score,
+                    tokens=best.tokens,
+                    n_best=[
+                        Hypothesis(text=h.text, score=h.score, tokens=h.tokens)
+                        for h in t.hypotheses
+                    ],
+                    source_tokens=t.source_tokens if best.attention is not None else None,
+                    attention=best.attention,
+                )
+            )
+        return TranslateResponse(
+            translations=items,
+            src_lang=self.translator.src_lang,
+            tgt_lang=self.translator.tgt_lang,
+            model=Path(self.checkpoint).name,
+        )
+
+
+# -- errors: always JSON, never a 500 for a client's mistake -----------------------------------
+def _is_json(content_type: str | None) -> bool:
+    """FastAPI parses the body as JSON only with a JSON content type (none at all is not JSON)."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def _problem(error: dict) -> dict:
+    loc = [str(part) for part in error.get("loc", ())]
+    msg = str(error.get("msg", "")).removeprefix("Value error, ")
+    if error.get("type") == "json_invalid":  # loc is ("body", character offset)
+        msg = f"invalid JSON at character {loc[-1]}: {error.get('ctx', {}).get('error', msg)}"
+        loc = ["body"]
+    return {"loc": loc, "msg": msg, "type": error.get("type", "")}
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 listing each problem (without echoing the input); 415 for a body that is not JSON."""
+    content_type = request.headers.get("content-type")
+    if request.method == "POST" and not _is_json(content_type):
+        message = (
+            f"the body must be JSON sent with Content-Type: application/json, not {content_type}"
+        )
+        return JSONResponse({"detail": message}, status_code=415)
+    problems = [_problem(e) for e in exc.errors()]
+    summary = "; ".join(
+        (f"{'.'.join(p['loc'][1:])}: " if len(p["loc"]) > 1 else "") + p["msg"] for p in problems
+    )
+    return JSONResponse({"detail": problems, "message": summary}, status_code=422)
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's handler, with a clearer word for a body that is not UTF-8 JSON."""
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        exc = HTTPException(400, "the body could not be parsed: it must be UTF-8 encoded JSON")
+    return await http_exception_handler(request, exc)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Must run before the app starts (Starlette builds its middleware stack on first use)."""
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)

@@ -1,0 +1,142 @@
+"""Request and response models of ``POST /translate``.
+
+FastAPI validates every request against ``TranslateRequest`` in the API process, before it is
+queued for a worker, so a bad request gets its own 422 and never fails a batch it would have
+joined (LitServe issue #340). The size limits are server options; ``configure_limits`` sets them
+in the main process before the API processes are forked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+@dataclass
+class Limits:
+    """Per-request limits, set from the command line (``--max-chars`` etc.)."""
+
+    max_chars: int = 1000  # characters per text
+    max_texts: int = 64  # texts per request
+    max_beam: int = 10  # beam size
+    max_length: int = 256  # output tokens per translation; also the default
+
+
+LIMITS = Limits()
+
+
+def configure_limits(**limits: int) -> Limits:
+    """Set the module-wide limits the request validators read."""
+    for name, value in limits.items():
+        if not hasattr(LIMITS, name):
+            raise TypeError(f"unknown limit {name}")
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+        setattr(LIMITS, name, value)
+    return LIMITS
+
+
+def _check_text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("text must not be empty or only whitespace")
+    if len(text) > LIMITS.max_chars:
+        raise ValueError(f"text has {len(text)} characters, the limit is {LIMITS.max_chars}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate such as "\ud800" sent as a JSON escape
+        raise ValueError(f"text is not valid Unicode: {e.reason} at index {e.start}") from None
+    return text
+
+
+class TranslateRequest(BaseModel):
+    """One text (``text``) or a list of texts (``texts``), plus decoding options."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,  # no silent coercion: "5" is not a beam size, 1 is not a boolean
+        json_schema_extra={
+            "examples": [
+                {"text": "A dog runs in the park."},
+                {"texts": ["One.", "Two."], "beam_size": 1},
+            ]
+        },
+    )
+
+    text: str | None = Field(None, description="a single text to translate")
+    texts: list[str] | None = Field(None, description="several texts, translated in one batch")
+    beam_size: int = Field(
+        5, ge=1, description="1 is greedy search; at most --max-beam (default 10)"
+    )
+    n_best: int = Field(1, ge=1, description="hypotheses returned per text; at most beam_size")
+    max_length: int | None = Field(
+        None, ge=1, description="output tokens per text; default and maximum --max-length (256)"
+    )
+    length_penalty: float = Field(
+        0.0, ge=0.0, le=2.0, allow_inf_nan=False, description="GNMT alpha for ranking beams"
+    )
+    return_attention: bool = Field(False, description="attention weights of the best hypothesis")
+
+    @field_validator("text")
+    @classmethod
+    def _valid_text(cls, text: str | None) -> str | None:
+        return None if text is None else _check_text(text)
+
+    @field_validator("texts")
+    @classmethod
+    def _valid_texts(cls, texts: list[str] | None) -> list[str] | None:
+        if texts is None:
+            return None
+        if not texts:
+            raise ValueError("texts must hold at least one text")
+        if len(texts) > LIMITS.max_texts:
+            raise ValueError(f"{len(texts)} texts in one request, the limit is {LIMITS.max_texts}")
+        for i, text in enumerate(texts):
+            try:
+                _check_text(text)
+            except ValueError as e:
+                raise ValueError(f"texts[{i}]: {e}") from None
+        return texts
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TranslateRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'text' (a string) or 'texts' (a list of strings)")
+        if self.beam_size > LIMITS.max_beam:
+            raise ValueError(f"beam_size {self.beam_size} is over the limit of {LIMITS.max_beam}")
+        if self.n_best > self.beam_size:
+            raise ValueError(f"n_best ({self.n_best}) cannot exceed beam_size ({self.beam_size})")
+        if self.max_length is not None and self.max_length > LIMITS.max_length:
+            raise ValueError(
+                f"max_length {self.max_length} is over the limit of {LIMITS.max_length}"
+            )
+        return self
+
+    def all_texts(self) -> list[str]:
+        return [self.text] if self.text is not None else list(self.texts or [])
+
+
+class Hypothesis(BaseModel):
+    text: str
+    score: float = Field(description="log-probability of the subword sequence and end of sentence")
+    tokens: list[str] = Field(description="target subword pieces")
+
+
+class TranslationOut(BaseModel):
+    text: str = Field(description="the best translation")
+    score: float
+    tokens: list[str]
+    n_best: list[Hypothesis] = Field(description="the n_best hypotheses, best first")
+    source_tokens: list[str] | None = Field(None, description="with return_attention only")
+    attention: list[list[float]] | None = Field(
+        None,
+        description="with return_attention only: (len(tokens) + 1) x (len(source_tokens) + 1), "
+        "the extra row and column being end of sentence",
+    )
+
+
+class TranslateResponse(BaseModel):
+    translations: list[TranslationOut] = Field(description="one per input text, in order")
+    src_lang: str | None
+    tgt_lang: str | None
+    model: str = Field(description="checkpoint file name; GET /info has the details")
