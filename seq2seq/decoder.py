@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -30,6 +30,12 @@ class DecoderState:
         return DecoderState(
             *(None if (t := getattr(self, f.name)) is None else t.index_select(0, index) for f in fields(self))
         )
+
+    def reorder_beams(self, index: torch.Tensor) -> DecoderState:
+        """``index_select`` for an index that only moves rows among the beams of one sentence:
+        the encoder-side tensors are the same for all of them, so only the recurrent part moves."""
+        att = None if self.att_vector is None else self.att_vector.index_select(0, index)
+        return replace(self, hidden=self.hidden.index_select(0, index), att_vector=att)
 
 
 class Decoder(nn.Module):

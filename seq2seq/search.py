@@ -5,7 +5,18 @@
     state.index_select(rows)
 
 so any object offering these (a fake model with hand-built scores in the tests) can be searched.
-Beam search keeps ``(batch, beam, ...)`` tensors; each step is a small named function.
+``decode_step`` must return a fresh ``log_probs`` tensor: the search edits it in place.
+
+Both searches drop sentences from the batch once their result is settled, so a batch costs
+about what its sentences need rather than what its longest output needs. Dropping copies the
+encoder outputs of the remaining rows, so it waits until an eighth of the batch is settled.
+States may offer ``reorder_beams(rows)``, a cheaper ``index_select`` for rows that only move
+within a sentence's beam (the encoder outputs are the same for all of them). Beam search keeps
+``beam_size`` unfinished hypotheses per sentence and moves ended ones to a finished list
+(as fairseq does): an EOS candidate is kept if it ranks among the best ``beam_size`` of all
+candidates. A sentence is done at its length limit, once no unfinished hypothesis can still
+beat the ``n_best``-th finished one, or once ``beam_size`` finished ones score above every
+unfinished one (where the beam would hold nothing but finished hypotheses).
 """
 
 from __future__ import annotations
@@ -14,26 +25,33 @@ from dataclasses import dataclass
 
 import torch
 
-from seq2seq.tokenizer import BOS_ID, EOS_ID
+from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 NEG_INF = float("-inf")
+NOT_CONTINUATIONS = [EOS_ID, PAD_ID, BOS_ID]
 
 
 @dataclass
 class SearchResult:
-    """n-best hypotheses per sentence, best first; tokens exclude BOS and EOS."""
+    """n-best hypotheses per sentence, best first; tokens exclude BOS and EOS.
+
+    ``scores`` is padded with -inf where a sentence has fewer than ``n_best`` hypotheses
+    (only possible when the length limit leaves fewer distinct outputs).
+    """
 
     tokens: list[list[list[int]]]  # [batch][n_best][length]
     scores: torch.Tensor  # (batch, n_best): log-probability of tokens + EOS
     attention: list[list[torch.Tensor]] | None = None  # [batch][n_best]: (length + 1, src_len)
 
 
-def length_limits(src_lengths: torch.Tensor, max_length: int, max_ratio: float | None) -> torch.Tensor:
+def length_limits(
+    src_lengths: torch.Tensor, max_length: int, max_ratio: float | None
+) -> torch.Tensor:
     """Per-sentence limit on output tokens (EOS included): a number, optionally a ratio of the source."""
     limits = torch.full_like(src_lengths, max_length)
     if max_ratio is not None:
         limits = torch.minimum(limits, (src_lengths.float() * max_ratio).ceil().long().clamp(min=2))
-    return limits
+    return limits.clamp(min=1)
 
 
 def length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -41,37 +59,77 @@ def length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
     return ((5.0 + lengths.float()) / 6.0) ** alpha
 
 
-def constrain(
-    log_probs: torch.Tensor, finished: torch.Tensor, step: int, min_length: int, limits: torch.Tensor
-) -> torch.Tensor:
-    """Apply the rules to next-token scores (batch, beam, vocab).
-
-    Finished hypotheses may only repeat EOS at no cost (their score stays frozen); EOS is
-    barred before ``min_length``; a hypothesis at its length limit must end.
-    """
-    log_probs = log_probs.clone()
+def split_eos(log_probs: torch.Tensor) -> torch.Tensor:
+    """Take the EOS scores out of ``log_probs`` and return them. In place, EOS, PAD and BOS
+    become -inf there: what is left are the ways to continue (PAD and BOS are never output)."""
     eos = log_probs[..., EOS_ID].clone()
-    if step < min_length:
-        eos.fill_(NEG_INF)
-    at_limit = (step + 1 >= limits)[:, None].expand_as(finished)  # (batch, beam)
-    log_probs[at_limit] = NEG_INF
-    eos = torch.where(finished, torch.zeros_like(eos), eos)
-    log_probs[finished] = NEG_INF
-    log_probs[..., EOS_ID] = eos
-    return log_probs
+    log_probs[..., NOT_CONTINUATIONS] = NEG_INF
+    return eos
 
 
-def top_k(scores: torch.Tensor, log_probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Best k extensions over all beams: new scores, origin beam and token, each (batch, k)."""
-    batch, beam, vocab = log_probs.shape
-    candidates = (scores[:, :, None] + log_probs).view(batch, beam * vocab)
-    best, flat = candidates.topk(k, dim=1)
-    return best, flat // vocab, flat % vocab
+class History:
+    """Per-step choices of every sentence in the original batch, to rebuild hypotheses at the end.
+
+    Step ``t`` stores, for each surviving hypothesis, its new token and the index of the
+    hypothesis it extends; searches write only the rows of sentences still in the batch.
+    """
+
+    def __init__(self, batch: int, width: int, src_len: int, device: torch.device, attention: bool):
+        self.shape, self.src_len, self.device = (batch, width), src_len, device
+        self.tokens: list[torch.Tensor] = []  # per step: (batch, width)
+        self.parents: list[torch.Tensor] = []  # per step: (batch, width)
+        # per step: (batch, width, src_len), kept only when asked for
+        self.attention: list[torch.Tensor] | None = [] if attention else None
+
+    def record(
+        self,
+        live: torch.Tensor,
+        token: torch.Tensor,
+        parent: torch.Tensor,
+        attn: torch.Tensor | None,
+    ) -> None:
+        """live (n,): original sentence rows; token, parent (n, width); attn (n, width, src_len)."""
+        tok = torch.full(self.shape, EOS_ID, dtype=torch.long, device=self.device)
+        par = torch.zeros(self.shape, dtype=torch.long, device=self.device)
+        tok[live], par[live] = token, parent
+        self.tokens.append(tok)
+        self.parents.append(par)
+        if self.attention is not None and attn is not None:
+            att = torch.zeros(*self.shape, self.src_len, device=self.device)
+            att[live] = attn
+            self.attention.append(att)
+
+    def backtrack(
+        self, ends: list[list[tuple[int, int]]], src_lengths: list[int]
+    ) -> tuple[list, list | None]:
+        """ends[b] = [(t, j)]: hypothesis j's prefix at step t, then EOS. Tokens (and attention) per end."""
+        toks = torch.stack(self.tokens).tolist() if self.tokens else []  # [step][batch][width]
+        pars = torch.stack(self.parents).tolist() if self.parents else []
+        tokens, attention = [], [] if self.attention is not None else None
+        for b, sentence_ends in enumerate(ends):
+            tokens.append([])
+            if attention is not None:
+                attention.append([])
+            for t, j in sentence_ends:
+                seq, path = [], [j]  # path[i]: the hypothesis at step t - i
+                for s in range(t - 1, -1, -1):
+                    seq.append(toks[s][b][j])
+                    j = pars[s][b][j]
+                    path.append(j)
+                tokens[b].append(seq[::-1])
+                if attention is not None:
+                    rows = [
+                        self.attention[s][b, jj, : src_lengths[b]]
+                        for s, jj in enumerate(path[::-1])
+                    ]
+                    attention[b].append(torch.stack(rows))  # (t + 1, src_len)
+        return tokens, attention
 
 
-def strip(seq: list[int]) -> list[int]:
-    """Tokens up to (not including) the first EOS."""
-    return seq[: seq.index(EOS_ID)] if EOS_ID in seq else seq
+def worth_compacting(settled: torch.Tensor) -> bool:
+    """Drop settled rows once they are an eighth of the batch: each dropped row saves a whole
+    decoder step per remaining step, while compacting copies every remaining row's state once."""
+    return int(settled.sum()) * 8 >= settled.numel()
 
 
 @torch.inference_mode()
@@ -84,32 +142,90 @@ def greedy_search(
     min_length: int = 0,
     return_attention: bool = False,
 ) -> SearchResult:
-    """Pick the most likely token at each step, for the whole batch at once."""
-    batch = src.size(0)
+    """Pick the most likely token at each step, for the whole batch at once.
+
+    EOS is barred before ``min_length`` tokens and forced at the length limit.
+    """
+    batch, device = src.size(0), src.device
     state = model.encode(src, src_lengths)
     limits = length_limits(src_lengths, max_length, max_ratio)
-    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
-    finished = torch.zeros(batch, 1, dtype=torch.bool, device=src.device)
-    scores = torch.zeros(batch, device=src.device)
-    steps, attns = [], []
+    live = torch.arange(batch, device=device)  # original row of each row still decoding
+    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
+    scores = torch.zeros(batch, device=device)  # running log-probability, live rows only
+    final = torch.zeros(batch, device=device)
+    ends: list[list[tuple[int, int]]] = [[] for _ in range(batch)]
+    done = torch.zeros(batch, dtype=torch.bool, device=device)  # ended rows not yet dropped
+    hist = History(batch, 1, src.size(1), device, return_attention)
     for t in range(int(limits.max())):
-        log_probs, state, attn = model.decode_step(prev, state)  # (batch, vocab), (batch, src_len)
-        log_probs = constrain(log_probs[:, None], finished, t, min_length, limits)[:, 0]
-        step_scores, prev = log_probs.max(dim=-1)  # (batch,)
-        scores += step_scores
-        finished |= (prev == EOS_ID)[:, None]
-        steps.append(prev)
-        attns.append(attn)
-        if finished.all():
-            break
-    tokens = torch.stack(steps, 1).tolist()  # (batch, steps)
-    out = [[strip(seq)] for seq in tokens]
-    attention = None
-    if return_attention:
-        att = torch.stack(attns, 1)  # (batch, steps, src_len)
-        lens = src_lengths.tolist()
-        attention = [[att[b, : len(out[b][0]) + 1, : lens[b]]] for b in range(batch)]
-    return SearchResult(out, scores[:, None], attention)
+        log_probs, state, attn = model.decode_step(prev, state)  # (live, vocab), (live, src_len)
+        eos = split_eos(log_probs)  # (live,)
+        best, token = log_probs.max(dim=-1)  # best non-EOS token (live,)
+        at_limit = t + 1 >= limits[live]
+        stop = ~done & (at_limit | ((t >= min_length) & (eos >= best)))
+        scores += torch.where(stop, eos, best)
+        hist.record(live, token[:, None], torch.zeros_like(token)[:, None], attn[:, None])
+        if stop.any():
+            ended = stop.nonzero().squeeze(1)
+            final[live[ended]] = scores[ended]
+            for b in live[ended].tolist():
+                ends[b].append((t, 0))
+            done |= stop
+            if done.all():
+                break
+            if worth_compacting(done):
+                keep = (~done).nonzero().squeeze(1)
+                state, live, scores, token, done = (
+                    state.index_select(keep),
+                    live[keep],
+                    scores[keep],
+                    token[keep],
+                    done[keep],
+                )
+        prev = token
+    tokens, attention = hist.backtrack(ends, src_lengths.tolist())
+    return SearchResult(tokens, final[:, None], attention)
+
+
+class Finished:
+    """The best ``width`` ended hypotheses of each sentence, ranked by length-penalized score."""
+
+    def __init__(self, batch: int, width: int, alpha: float, device: torch.device):
+        self.alpha = alpha
+        self.norm = torch.full((batch, width), NEG_INF, device=device)  # ranking score
+        self.raw = torch.full((batch, width), NEG_INF, device=device)  # log-probability
+        self.ref = torch.zeros(batch, width, dtype=torch.long, device=device)  # step * width + beam
+
+    def add(self, live: torch.Tensor, t: int, candidates: torch.Tensor) -> None:
+        """candidates (live, width): scores of hypotheses ending with EOS at step t (-inf: none)."""
+        width = candidates.size(1)
+        norm = candidates / length_penalty(torch.tensor(t + 1), self.alpha)
+        ref = t * width + torch.arange(width, device=candidates.device).expand_as(candidates)
+        all_norm = torch.cat([self.norm[live], norm], dim=1)  # (live, 2 * width)
+        self.norm[live], pick = all_norm.topk(width, dim=1)
+        self.raw[live] = torch.cat([self.raw[live], candidates], dim=1).gather(1, pick)
+        self.ref[live] = torch.cat([self.ref[live], ref], dim=1).gather(1, pick)
+
+    def settled(
+        self, live: torch.Tensor, best_alive: torch.Tensor, limits: torch.Tensor, n_best: int
+    ) -> torch.Tensor:
+        """(live,) True where the search of a sentence is over: no unfinished hypothesis, even
+        ending at its limit, can rank above the n-th best ended one (exact), or ``width`` ended
+        hypotheses have log-probabilities above every unfinished one (the beam is all ended)."""
+        # log-probabilities only fall, and dividing a negative score by a larger penalty raises it
+        bound = best_alive / length_penalty(limits, self.alpha)
+        exact = self.norm[live, n_best - 1] >= bound
+        all_ended = (self.raw[live] >= best_alive[:, None]).all(1)  # -inf where fewer ended
+        return exact | all_ended
+
+    def ends(self, n_best: int, width: int) -> tuple[list[list[tuple[int, int]]], torch.Tensor]:
+        """(step, beam) of each sentence's n-best, and their raw scores (batch, n_best)."""
+        found = (self.norm[:, :n_best] > NEG_INF).tolist()
+        refs = self.ref[:, :n_best].tolist()
+        ends = [
+            [divmod(r, width) for r, ok in zip(row, oks, strict=True) if ok]
+            for row, oks in zip(refs, found, strict=True)
+        ]
+        return ends, self.raw[:, :n_best].clone()
 
 
 @torch.inference_mode()
@@ -125,56 +241,67 @@ def beam_search(
     alpha: float = 0.0,
     return_attention: bool = False,
 ) -> SearchResult:
-    """Keep the ``beam_size`` best prefixes per sentence; rank the finished ones by length-penalized score."""
+    """Keep the ``beam_size`` best unfinished prefixes per sentence; rank ended ones by
+    length-penalized score (``alpha``) and return the ``n_best`` best."""
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
     batch, k, device = src.size(0), beam_size, src.device
     state = model.encode(src, src_lengths)
-    state = state.index_select(torch.arange(batch, device=device).repeat_interleave(k))  # batch * beam rows
+    # (live * k, ...) rows from here on: hypothesis j of live sentence i is row i * k + j
+    state = state.index_select(torch.arange(batch, device=device).repeat_interleave(k))
     limits = length_limits(src_lengths, max_length, max_ratio)
-
-    scores = torch.full((batch, k), NEG_INF, device=device)
-    scores[:, 0] = 0.0  # all beams start identical: keep one alive so the first step fans out
-    tokens = torch.empty(batch, k, 0, dtype=torch.long, device=device)  # (batch, beam, t)
-    lengths = torch.zeros(batch, k, dtype=torch.long, device=device)  # tokens incl. EOS
-    finished = torch.zeros(batch, k, dtype=torch.bool, device=device)
-    attn_hist = torch.empty(batch * k, 0, src.size(1), device=device)  # (batch * beam, t, src_len)
+    live = torch.arange(batch, device=device)  # original sentence of each live sentence
+    scores = torch.full((batch, k), NEG_INF, device=device)  # (live, k): prefix log-probabilities
+    scores[:, 0] = 0.0  # all beams start identical: keep one so the first step fans out
     prev = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
-    row_base = (torch.arange(batch, device=device) * k)[:, None]  # (batch, 1)
+    finished = Finished(batch, k, alpha, device)
+    hist = History(batch, k, src.size(1), device, return_attention)
 
     for t in range(int(limits.max())):
-        log_probs, state, attn = model.decode_step(prev, state)  # (batch * beam, vocab)
-        log_probs = constrain(log_probs.view(batch, k, -1), finished, t, min_length, limits)
-        scores, origin, token = top_k(scores, log_probs, k)  # each (batch, beam)
+        # log_probs (live * k, vocab), attn (live * k, src_len)
+        log_probs, state, attn = model.decode_step(prev, state)
+        n, vocab = live.numel(), log_probs.size(-1)
+        log_probs = log_probs.view(n, k, vocab)
+        eos = split_eos(log_probs)  # (live, k)
+        lim = limits[live]
+        at_limit = t + 1 >= lim  # (live,): these must end now
 
-        # Reorder everything that follows a hypothesis to its new beam slot.
-        rows = (row_base + origin).view(-1)  # (batch * beam,)
-        was_finished = finished.gather(1, origin)
-        lengths = lengths.gather(1, origin) + (~was_finished).long()
-        finished = was_finished | (token == EOS_ID)
-        tokens = torch.cat([tokens.gather(1, origin[..., None].expand_as(tokens)), token[..., None]], dim=2)
-        state = state.index_select(rows)
-        if return_attention:  # each hypothesis keeps the attention history of its parent
-            attn_hist = torch.cat([attn_hist, attn[:, None, :]], dim=1)[rows]  # (batch * beam, t + 1, src_len)
-        prev = token.view(-1)
-        if finished.all():
+        # Continue: the best k non-EOS extensions of all beams (none at the limit).
+        alive = scores.masked_fill(at_limit[:, None], NEG_INF)
+        cand = log_probs.add_(alive[:, :, None]).view(n, k * vocab)
+        new_scores, flat = cand.topk(k, dim=1)  # (live, k)
+        parent, token = flat // vocab, flat % vocab
+
+        # End: EOS after each beam, if allowed now and it ranks among the best k candidates.
+        may_end = at_limit | (t >= min_length)
+        ending = torch.where(may_end[:, None], scores + eos, NEG_INF)  # (live, k)
+        kth = torch.cat([new_scores, ending], dim=1).topk(k, dim=1).values[:, -1:]
+        finished.add(live, t, ending.masked_fill(ending < kth, NEG_INF))
+        hist.record(live, token, parent, attn.view(n, k, -1) if return_attention else None)
+
+        # Settled sentences stay in the batch with -inf scores (producing nothing) until dropped.
+        settled = at_limit | finished.settled(live, new_scores[:, 0], lim, n_best)
+        if settled.all():
             break
+        scores = new_scores.masked_fill(settled[:, None], NEG_INF)
+        if worth_compacting(settled):  # follow hypotheses to their slots, drop settled sentences
+            keep = (~settled).nonzero().squeeze(1)
+            state = state.index_select((keep[:, None] * k + parent[keep]).view(-1))  # (live' * k,)
+            live, scores, token = live[keep], scores[keep], token[keep]
+        else:  # follow each hypothesis to its new slot within its sentence
+            rows = (torch.arange(n, device=device)[:, None] * k + parent).view(-1)  # (live * k,)
+            reorder = getattr(state, "reorder_beams", state.index_select)
+            state = reorder(rows)
+        prev = token.view(-1)
 
-    ranked = (scores / length_penalty(lengths, alpha)).argsort(dim=1, descending=True)[:, :n_best]
-    best_scores = scores.gather(1, ranked)  # (batch, n_best): raw log-probabilities
-    seqs = tokens.tolist()
-    out = [[strip(seqs[b][j]) for j in ranked[b].tolist()] for b in range(batch)]
-    attention = None
-    if return_attention:
-        lens = src_lengths.tolist()
-        attention = [
-            [attn_hist[b * k + j, : len(out[b][i]) + 1, : lens[b]] for i, j in enumerate(ranked[b].tolist())]
-            for b in range(batch)
-        ]
-    return SearchResult(out, best_scores, attention)
+    ends, best = finished.ends(n_best, k)
+    tokens, attention = hist.backtrack(ends, src_lengths.tolist())
+    return SearchResult(tokens, best, attention)
 
 
-def search(model, src: torch.Tensor, src_lengths: torch.Tensor, beam_size: int = 1, **kwargs) -> SearchResult:
+def search(
+    model, src: torch.Tensor, src_lengths: torch.Tensor, beam_size: int = 1, **kwargs
+) -> SearchResult:
     """Greedy for beam size 1, beam search otherwise."""
     if beam_size <= 1:
         kwargs.pop("n_best", None)

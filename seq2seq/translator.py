@@ -3,22 +3,33 @@
     from seq2seq import Translator
     translator = Translator.from_checkpoint("model.ckpt")
     translator.translate(["Ein Hund rennt."], beam_size=5)[0].text
+
+Sentences are sorted by length and batched by a source-token budget; see ``seq2seq.search``.
 """
 
 from __future__ import annotations
 
 import inspect
 import warnings
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from seq2seq.batching import collate, make_batches
 from seq2seq.model import Seq2Seq
-from seq2seq.module import CHECKPOINT_KEY
 from seq2seq.search import search
 from seq2seq.tokenizer import Tokenizer
+
+# The checkpoint entry that seq2seq.module writes the tokenizers and languages under (a test
+# keeps the two equal); not imported from there so that translating never imports Lightning.
+CHECKPOINT_KEY = "seq2seq"
+# Sentences per batch: with the source-token budget this keeps beam-5 batches near 1000 rows,
+# large enough for efficient matrix products and small enough that little work waits on stragglers.
+MAX_SENTENCES = 256
 
 
 class CheckpointError(ValueError):
@@ -30,7 +41,8 @@ class Hypothesis:
     text: str
     score: float  # log-probability of the subword sequence and EOS
     tokens: list[str]  # target subword pieces
-    attention: list[list[float]] | None = None  # (len(tokens) + 1, len(source_tokens) + 1); +1 for EOS
+    # (len(tokens) + 1, len(source_tokens) + 1): the +1 are the EOS step and the source EOS
+    attention: list[list[float]] | None = None
 
 
 @dataclass
@@ -53,10 +65,15 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (not a zip archive)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt zip, truncated file, or a pickle that wants to import code
-        raise CheckpointError(f"cannot load checkpoint {path} safely (weights_only=True): {e}") from e
+        reason = str(e).split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
+        raise CheckpointError(
+            f"cannot load checkpoint {path} safely (weights_only=True): {reason}"
+        ) from e
     if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a seq2seq checkpoint (no '{CHECKPOINT_KEY}' entry)")
     return ckpt
@@ -65,7 +82,9 @@ def load_checkpoint(path: str | Path) -> dict:
 class Translator:
     """Batched translation with greedy or beam search from a trained ``Seq2Seq``."""
 
-    def __init__(self, model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, metadata: dict):
+    def __init__(
+        self, model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, metadata: dict
+    ):
         self.model = model.eval()
         self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
         self.metadata = metadata
@@ -79,7 +98,11 @@ class Translator:
         hparams = ckpt.get("hyper_parameters", {})
         accepted = inspect.signature(Seq2Seq).parameters
         model = Seq2Seq(**{k: v for k, v in hparams.items() if k in accepted})
-        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        state = {
+            k.removeprefix("model."): v
+            for k, v in ckpt["state_dict"].items()
+            if k.startswith("model.")
+        }
         model.load_state_dict(state)
         entry = ckpt[CHECKPOINT_KEY]
         metadata = {k: v for k, v in entry.items() if not k.endswith("_spm")}
@@ -103,14 +126,17 @@ class Translator:
         length_penalty: float = 0.0,
         return_attention: bool = False,
         max_tokens: int = 4096,
+        progress: Callable[[int], None] | None = None,
     ) -> list[Translation]:
-        """Translate ``texts`` in length-sorted batches of at most ``max_tokens`` source tokens."""
+        """Translate ``texts`` in length-sorted batches of at most ``max_tokens`` source tokens
+        (and 256 sentences); ``progress(n)`` is called after each batch of ``n`` sentences."""
         if n_best > max(1, beam_size):
             raise ValueError(f"n_best ({n_best}) cannot exceed beam_size ({beam_size})")
-        ids = self.src_tokenizer.encode(list(texts))
-        lengths = torch.tensor([len(s) for s in ids])
+        texts = list(texts)
+        ids = self.src_tokenizer.encode(texts) if texts else []
+        lengths = np.array([len(s) for s in ids], dtype=np.int64)
         results: list[Translation | None] = [None] * len(texts)
-        for batch_idx in make_batches(lengths.numpy(), lengths.numpy(), max_tokens, 256):
+        for batch_idx in make_batches(lengths, lengths, max_tokens, MAX_SENTENCES):
             batch = collate([ids[i] for i in batch_idx], [[] for _ in batch_idx], batch_idx)
             out = search(
                 self.model, batch.src, batch.src_lengths, beam_size=beam_size, n_best=n_best,
@@ -119,6 +145,8 @@ class Translator:
             )  # fmt: skip
             for row, i in enumerate(batch_idx):
                 results[i] = self._translation(texts[i], ids[i], out, row)
+            if progress is not None:
+                progress(len(batch_idx))
         return results  # type: ignore[return-value]
 
     def _translation(self, text: str, src_ids: list[int], out, row: int) -> Translation:
@@ -126,8 +154,12 @@ class Translator:
         for j, tokens in enumerate(out.tokens[row]):
             att = out.attention[row][j].tolist() if out.attention is not None else None
             hyps.append(
-                Hypothesis(self.tgt_tokenizer.decode([tokens])[0], float(out.scores[row, j]),
-                           self.tgt_tokenizer.pieces(tokens), att)  # fmt: skip
+                Hypothesis(
+                    self.tgt_tokenizer.decode([tokens])[0],
+                    float(out.scores[row, j]),
+                    self.tgt_tokenizer.pieces(tokens),
+                    att,
+                )
             )
         return Translation(text, self.src_tokenizer.pieces(src_ids), hyps)
 
