@@ -26,9 +26,7 @@ MULTI30K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mul
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", default=str(MULTI30K), help="corpus for seq2seq.sources.load_corpus")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])

@@ -1,6 +1,6 @@
 """Print the learning curve of a run (validation BLEU/chrF against wall-clock training time).
 
-    python bench/learning_curve.py runs/multi30k_de_en/version_0/metrics.csv
+python bench/learning_curve.py runs/multi30k_de_en/version_0/metrics.csv
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def main() -> None:
         sys.exit("usage: learning_curve.py runs/<name>/version_N/metrics.csv")
     print(f"{'epoch':>5} {'step':>6} {'minutes':>8} {'val BLEU':>8} {'val chrF':>8} {'val loss':>8}")
     for r in learning_curve(sys.argv[1]):
-        print(f"{r['epoch']:5d} {r['step']:6d} {r['minutes']:8.1f} {r['bleu']:8.2f} {r['chrf']:8.2f} {r['loss']:8.3f}")
+        print(
+            f"{r['epoch']:5d} {r['step']:6d} {r['minutes']:8.1f} {r['bleu']:8.2f} {r['chrf']:8.2f} {r['loss']:8.3f}"
+        )
 
 
 if __name__ == "__main__":

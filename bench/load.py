@@ -31,9 +31,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "multi30k"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="start a server on this checkpoint")
     p.add_argument("--url", help="use a running server instead, e.g. http://127.0.0.1:8000")
     p.add_argument("--server-pid", type=int, help="with --url: measure this process tree's memory")
@@ -162,9 +160,7 @@ async def load(url: str, headers: dict, sentences: list[str], args: argparse.Nam
 
     limits = httpx.Limits(max_connections=args.clients + 4)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as http:
-        warm = await http.post(
-            "/translate", json={"text": sentences[0], "beam_size": args.beam_size}
-        )
+        warm = await http.post("/translate", json={"text": sentences[0], "beam_size": args.beam_size})
         warm.raise_for_status()
         start = time.perf_counter()
         await asyncio.gather(*(client(http, start + args.seconds) for _ in range(args.clients)))
@@ -173,9 +169,7 @@ async def load(url: str, headers: dict, sentences: list[str], args: argparse.Nam
 
     def pct(q: float) -> float:
         return (
-            1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))]
-            if latencies
-            else float("nan")
+            1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")
         )
 
     return {
@@ -206,9 +200,7 @@ def main(argv: list[str] | None = None) -> None:
             result["server_rss_mb_peak"] = round(sampler.peak[0], 1)
             result["server_pss_mb_peak"] = round(sampler.peak[1], 1)
             result["server_processes"] = len(tree(pid))
-        result["model"] = {
-            k: model.get(k) for k in ("src_lang", "tgt_lang", "parameters", "quantize")
-        }
+        result["model"] = {k: model.get(k) for k in ("src_lang", "tgt_lang", "parameters", "quantize")}
     finally:
         if proc:
             proc.send_signal(signal.SIGINT)

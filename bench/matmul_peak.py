@@ -1,6 +1,6 @@
 """This CPU's measured fp32 matrix-multiply peak, the yardstick for model FLOP utilization.
 
-    python bench/matmul_peak.py
+python bench/matmul_peak.py
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ import statistics
 import time
 
 import torch
+from matmul_peak import matmul_peak
 from torch.utils.flop_counter import FlopCounterMode
 
-from matmul_peak import matmul_peak
 from seq2seq.data import TranslationDataModule
 from seq2seq.module import TranslationModule
 
@@ -28,10 +28,14 @@ VARIANTS = {
 }
 
 
-def measure(dm: TranslationDataModule, variant: str, steps: int, warmup: int, threads: int, tie: bool) -> dict:
+def measure(
+    dm: TranslationDataModule, variant: str, steps: int, warmup: int, threads: int, tie: bool
+) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(threads)
-    module = TranslationModule(dm.src_vocab_size, dm.tgt_vocab_size, dropout=0.3, tie_embeddings=tie, **VARIANTS[variant])
+    module = TranslationModule(
+        dm.src_vocab_size, dm.tgt_vocab_size, dropout=0.3, tie_embeddings=tie, **VARIANTS[variant]
+    )
     module.train()
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
     loader = iter(dm.train_dataloader())
@@ -74,7 +78,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--tie", action=argparse.BooleanOptionalAction, default=True, help="tie target embeddings and output weights (our default)")
+    p.add_argument(
+        "--tie",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="tie target embeddings and output weights (our default)",
+    )
     p.add_argument("--variants", nargs="+", default=["fused", "steps"], choices=sorted(VARIANTS))
     args = p.parse_args()
     dm = TranslationDataModule(
@@ -85,12 +94,16 @@ def main() -> None:
     peak = matmul_peak(threads=args.threads)
     print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({args.threads} threads)")
     for r in results:
-        print(f"{r['variant']:12s} median target tokens/s: {r['median_tok_s']:.0f} (over {r['steps']} steps, "
-              f"batch {args.batch_sentences} sentences, {args.threads} threads); "
-              f"{r['median_gflop_s']:.1f} GFLOP/s = {100 * r['median_gflop_s'] / peak:.0f}% of peak (MFU)")
+        print(
+            f"{r['variant']:12s} median target tokens/s: {r['median_tok_s']:.0f} (over {r['steps']} steps, "
+            f"batch {args.batch_sentences} sentences, {args.threads} threads); "
+            f"{r['median_gflop_s']:.1f} GFLOP/s = {100 * r['median_gflop_s'] / peak:.0f}% of peak (MFU)"
+        )
     if len(results) > 1:
-        print(f"ratio {results[0]['variant']}/{results[1]['variant']}: "
-              f"{results[0]['median_tok_s'] / results[1]['median_tok_s']:.2f}x")
+        print(
+            f"ratio {results[0]['variant']}/{results[1]['variant']}: "
+            f"{results[0]['median_tok_s'] / results[1]['median_tok_s']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ def average(paths: list[str]) -> dict:
     checkpoints = [load_checkpoint(p) for p in paths]
     first = checkpoints[0]
     keys = first["state_dict"].keys()
-    for path, ckpt in zip(paths, checkpoints):
+    for path, ckpt in zip(paths, checkpoints, strict=True):
         if ckpt["state_dict"].keys() != keys:
             raise CheckpointError(f"{path} has different parameters from {paths[0]}")
     averaged = {}
@@ -36,7 +36,9 @@ def average(paths: list[str]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("-o", "--output", required=True)
     args = parser.parse_args()

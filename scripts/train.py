@@ -1,8 +1,8 @@
 """Train, validate or test a translation model: a LightningCLI driven by configs/*.yaml.
 
-    python scripts/train.py fit --config configs/default.yaml
-    python scripts/train.py test --config configs/default.yaml --ckpt_path runs/.../best.ckpt
-    python scripts/train.py fit --print_config
+python scripts/train.py fit --config configs/default.yaml
+python scripts/train.py test --config configs/default.yaml --ckpt_path runs/.../best.ckpt
+python scripts/train.py fit --print_config
 """
 
 from seq2seq.cli import train_main

@@ -42,16 +42,12 @@ def make_batches(
         order = rng.permutation(order)
         per_batch = min(max_sentences, max(1, max_tokens // max(1, int(cost[order].mean()))))
         bucket = max(1, bucket_batches * per_batch)
-        order = np.concatenate(
-            [by_length(order[i : i + bucket]) for i in range(0, len(order), bucket)]
-        )
+        order = np.concatenate([by_length(order[i : i + bucket]) for i in range(0, len(order), bucket)])
 
     batches, current, longest = [], [], 0
     for idx in order.tolist():
         longest_if_added = max(longest, int(cost[idx]))
-        if current and (
-            longest_if_added * (len(current) + 1) > max_tokens or len(current) >= max_sentences
-        ):
+        if current and (longest_if_added * (len(current) + 1) > max_tokens or len(current) >= max_sentences):
             batches.append(current)
             current, longest_if_added = [], int(cost[idx])
         current.append(idx)
@@ -73,9 +69,7 @@ def shard_batches(batches: list[list[int]], num_replicas: int, rank: int) -> lis
     while len(batches) % num_replicas:
         i = max(range(len(batches)), key=lambda j: len(batches[j]))
         if len(batches[i]) < 2:
-            raise ValueError(
-                f"too few examples ({sum(map(len, batches))}) for {num_replicas} ranks"
-            )
+            raise ValueError(f"too few examples ({sum(map(len, batches))}) for {num_replicas} ranks")
         big = batches.pop(i)
         batches[i:i] = [big[: len(big) // 2], big[len(big) // 2 :]]
     return batches[rank::num_replicas]
@@ -163,10 +157,7 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
-            *(
-                t.to(device)
-                for t in (self.src, self.src_lengths, self.tgt_in, self.tgt_out, self.index)
-            )
+            *(t.to(device) for t in (self.src, self.src_lengths, self.tgt_in, self.tgt_out, self.index))
         )
 
     @property

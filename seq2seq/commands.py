@@ -51,32 +51,20 @@ def run(
 # -- shared options and I/O ----------------------------------------------------------------------
 def add_model_args(p: argparse.ArgumentParser, beam_size: int) -> None:
     p.add_argument("--checkpoint", required=True, help="a .ckpt written by seq2seq-train")
-    p.add_argument(
-        "--beam-size", type=int, default=beam_size, help="1 = greedy (default %(default)s)"
-    )
+    p.add_argument("--beam-size", type=int, default=beam_size, help="1 = greedy (default %(default)s)")
     p.add_argument("--max-length", type=int, default=200, help="most output subwords, EOS included")
-    p.add_argument(
-        "--max-ratio", type=float, default=3.0, help="most output subwords per source subword"
-    )
+    p.add_argument("--max-ratio", type=float, default=3.0, help="most output subwords per source subword")
     p.add_argument("--min-length", type=int, default=0, help="fewest output subwords before EOS")
-    p.add_argument(
-        "--length-penalty", type=float, default=0.0, help="GNMT alpha; 0 ranks by log-probability"
-    )
+    p.add_argument("--length-penalty", type=float, default=0.0, help="GNMT alpha; 0 ranks by log-probability")
     p.add_argument("--max-tokens", type=int, default=4096, help="source subwords per batch")
-    p.add_argument(
-        "--quantize", choices=["none", "int8"], default="none", help="dynamic int8 weights (CPU)"
-    )
-    p.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
-    )
+    p.add_argument("--quantize", choices=["none", "int8"], default="none", help="dynamic int8 weights (CPU)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
 def check_args(args: argparse.Namespace) -> None:
     for name in ("beam_size", "max_length", "max_tokens"):
         if getattr(args, name) < 1:
-            raise CommandError(
-                f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
-            )
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.threads is not None and args.threads < 1:
         raise CommandError(f"--threads must be at least 1, got {args.threads}")
     if args.max_ratio <= 0:
@@ -146,9 +134,7 @@ def translate_with_progress(translator: Translator, texts: list[str], show: bool
     """``Translator.translate`` with a tqdm bar on stderr (sentences done / total)."""
     from tqdm.auto import tqdm
 
-    with tqdm(
-        total=len(texts), unit="sent", file=sys.stderr, disable=not show, dynamic_ncols=True
-    ) as bar:
+    with tqdm(total=len(texts), unit="sent", file=sys.stderr, disable=not show, dynamic_ncols=True) as bar:
         return translator.translate(texts, progress=bar.update, **kwargs)
 
 
@@ -160,9 +146,7 @@ def translate_parser() -> argparse.ArgumentParser:
     add_model_args(p, beam_size=5)
     p.add_argument("--input", help="input file (.gz too; default: stdin)")
     p.add_argument("--output", help="output file (default: stdout)")
-    p.add_argument(
-        "--n-best", type=int, help="print the N best per line as TSV: line index, log-prob, text"
-    )
+    p.add_argument("--n-best", type=int, help="print the N best per line as TSV: line index, log-prob, text")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -177,9 +161,7 @@ def translate_command(args: argparse.Namespace) -> None:
         translator, texts, not args.quiet, n_best=args.n_best or 1, **search_kwargs(args)
     )
     if args.n_best:
-        lines = [
-            f"{i}\t{h.score:.4f}\t{h.text}" for i, r in enumerate(results) for h in r.hypotheses
-        ]
+        lines = [f"{i}\t{h.score:.4f}\t{h.text}" for i, r in enumerate(results) for h in r.hypotheses]
     else:
         lines = [r.text for r in results]
     write_text(args.output, lines)
@@ -237,9 +219,7 @@ def test_set(args: argparse.Namespace, translator: Translator) -> tuple[list[str
         return list(corpus[args.split]["src"]), list(corpus[args.split]["tgt"])
     sources, references = read_text(args.src, "source"), read_text(args.ref, "reference")
     if len(sources) != len(references):
-        raise CommandError(
-            f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}"
-        )
+        raise CommandError(f"{args.src} has {len(sources)} lines but {args.ref} has {len(references)}")
     if not sources:
         raise CommandError(f"{args.src} is empty")
     return sources, references
@@ -252,9 +232,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     add_model_args(p, beam_size=5)
     p.add_argument("--src", help="source sentences, one per line (.gz too)")
     p.add_argument("--ref", help="reference translations, line-aligned with --src")
-    p.add_argument(
-        "--data", help="a corpus for seq2seq.sources.load_corpus, e.g. ../shared/data/multi30k"
-    )
+    p.add_argument("--data", help="a corpus for seq2seq.sources.load_corpus, e.g. ../shared/data/multi30k")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.add_argument("--config", help="dataset config name (Hub datasets)")
     p.add_argument("--src-lang", help="default: the checkpoint's")
@@ -314,9 +292,7 @@ def plot_command(args: argparse.Namespace) -> None:
     kwargs = search_kwargs(args)
     translation = translator.translate([args.text], return_attention=True, **kwargs)[0]
     best = translation.hypotheses[0]
-    plot_attention(
-        best.attention, translation.source_tokens, best.tokens, args.output, title=best.text
-    )
+    plot_attention(best.attention, translation.source_tokens, best.tokens, args.output, title=best.text)
     print(best.text)
 
 

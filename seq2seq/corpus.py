@@ -158,9 +158,7 @@ def generate_pairs(src_lang: str, tgt_lang: str, size: int, seed: int = 0) -> li
 
 def _to_dataset(pairs: list[tuple[str, str]], src_lang: str, tgt_lang: str) -> datasets.Dataset:
     """Two string columns named by language code."""
-    features = datasets.Features(
-        {src_lang: datasets.Value("string"), tgt_lang: datasets.Value("string")}
-    )
+    features = datasets.Features({src_lang: datasets.Value("string"), tgt_lang: datasets.Value("string")})
     columns = {src_lang: [s for s, _ in pairs], tgt_lang: [t for _, t in pairs]}
     return datasets.Dataset.from_dict(columns, features=features)
 
@@ -191,8 +189,5 @@ def build_builtin_corpus(
         "train": pairs[test_size + valid_size :],
     }
     return datasets.DatasetDict(
-        {
-            name: _to_dataset(splits[name], src_lang, tgt_lang)
-            for name in ("train", "validation", "test")
-        }
+        {name: _to_dataset(splits[name], src_lang, tgt_lang) for name in ("train", "validation", "test")}
     )

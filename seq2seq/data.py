@@ -61,10 +61,7 @@ def text_fingerprint(*columns: list[str]) -> str:
 
 def corpus_fingerprint(corpus: datasets.DatasetDict) -> str:
     """Content hash of every split: the same sentences give the same cache key."""
-    parts = [
-        (split, text_fingerprint(texts(ds, "src"), texts(ds, "tgt")))
-        for split, ds in corpus.items()
-    ]
+    parts = [(split, text_fingerprint(texts(ds, "src"), texts(ds, "tgt"))) for split, ds in corpus.items()]
     return _digest(*sorted(parts))
 
 
@@ -163,9 +160,7 @@ class TranslationDataModule(pl.LightningDataModule):
             self.corpus = load_corpus(*corpus_args)
             train_src, train_tgt = (texts(self.corpus["train"], c) for c in ("src", "tgt"))
             spm_key = corpus_fingerprint(self.corpus)
-        self.src_tokenizer, self.tgt_tokenizer = self._load_tokenizers(
-            spm_key, train_src, train_tgt
-        )
+        self.src_tokenizer, self.tgt_tokenizer = self._load_tokenizers(spm_key, train_src, train_tgt)
         ids = self._load_ids(corpus_fingerprint(self.corpus) if streaming else spm_key)
         self.splits = {name: TokenizedSplit(ds) for name, ds in ids.items()}
         log.info(
@@ -294,9 +289,7 @@ class TranslationDataModule(pl.LightningDataModule):
         return trainer.current_epoch if trainer else 0
 
     def train_dataloader(self) -> DataLoader:
-        return (
-            self._stream_loader() if self.train_stream is not None else self._loader("train", True)
-        )
+        return self._stream_loader() if self.train_stream is not None else self._loader("train", True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("validation", train=False)

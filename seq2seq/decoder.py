@@ -28,7 +28,10 @@ class DecoderState:
     def index_select(self, index: torch.Tensor) -> DecoderState:
         """Reorder or repeat along the batch dim (beam search uses this to follow its choices)."""
         return DecoderState(
-            *(None if (t := getattr(self, f.name)) is None else t.index_select(0, index) for f in fields(self))
+            *(
+                None if (t := getattr(self, f.name)) is None else t.index_select(0, index)
+                for f in fields(self)
+            )
         )
 
     def reorder_beams(self, index: torch.Tensor) -> DecoderState:
@@ -84,7 +87,9 @@ class Decoder(nn.Module):
         rnn_out, _ = self.rnn(x, state.hidden.transpose(0, 1).contiguous())  # (batch, tgt_len, dec_hidden)
         return self._attend(rnn_out, state)
 
-    def step(self, prev: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
+    def step(
+        self, prev: torch.Tensor, state: DecoderState
+    ) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
         """One step for every row: prev (batch,) -> attentional vector (batch, out_dim), weights (batch, src_len)."""
         x = self.dropout(self.embed(prev))[:, None, :]  # (batch, 1, emb)
         if self.input_feeding:

@@ -171,9 +171,7 @@ class TranslationModule(pl.LightningModule):
             def factor(step: int) -> float:  # linear warmup, then cosine decay to 10%
                 if step < hp.warmup_steps:
                     return (step + 1) / hp.warmup_steps
-                progress = min(
-                    1.0, (step - hp.warmup_steps) / max(1, hp.decay_steps - hp.warmup_steps)
-                )
+                progress = min(1.0, (step - hp.warmup_steps) / max(1, hp.decay_steps - hp.warmup_steps))
                 return 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
 
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

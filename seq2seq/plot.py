@@ -24,18 +24,12 @@ def plot_attention(
     weights = np.asarray(attention, dtype=np.float32)
     rows, cols = len(target_tokens) + 1, len(source_tokens) + 1
     if weights.shape != (rows, cols):
-        raise ValueError(
-            f"attention has shape {weights.shape}, expected ({rows}, {cols}) for these tokens"
-        )
+        raise ValueError(f"attention has shape {weights.shape}, expected ({rows}, {cols}) for these tokens")
     # A figure object without pyplot: no global backend state, safe in servers and threads.
-    fig = Figure(
-        figsize=(min(2.0 + 0.35 * cols, 40.0), min(1.5 + 0.3 * rows, 40.0)), layout="constrained"
-    )
+    fig = Figure(figsize=(min(2.0 + 0.35 * cols, 40.0), min(1.5 + 0.3 * rows, 40.0)), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    image = ax.imshow(
-        weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest"
-    )
+    image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(cols), [*source_tokens, EOS_LABEL], rotation=90)
     ax.set_yticks(range(rows), [*target_tokens, EOS_LABEL])
     ax.set_xlabel("source")

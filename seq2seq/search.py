@@ -44,9 +44,7 @@ class SearchResult:
     attention: list[list[torch.Tensor]] | None = None  # [batch][n_best]: (length + 1, src_len)
 
 
-def length_limits(
-    src_lengths: torch.Tensor, max_length: int, max_ratio: float | None
-) -> torch.Tensor:
+def length_limits(src_lengths: torch.Tensor, max_length: int, max_ratio: float | None) -> torch.Tensor:
     """Per-sentence limit on output tokens (EOS included): a number, optionally a ratio of the source."""
     limits = torch.full_like(src_lengths, max_length)
     if max_ratio is not None:
@@ -118,10 +116,7 @@ class History:
                     path.append(j)
                 tokens[b].append(seq[::-1])
                 if attention is not None:
-                    rows = [
-                        self.attention[s][b, jj, : src_lengths[b]]
-                        for s, jj in enumerate(path[::-1])
-                    ]
+                    rows = [self.attention[s][b, jj, : src_lengths[b]] for s, jj in enumerate(path[::-1])]
                     attention[b].append(torch.stack(rows))  # (t + 1, src_len)
         return tokens, attention
 
@@ -299,9 +294,7 @@ def beam_search(
     return SearchResult(tokens, best, attention)
 
 
-def search(
-    model, src: torch.Tensor, src_lengths: torch.Tensor, beam_size: int = 1, **kwargs
-) -> SearchResult:
+def search(model, src: torch.Tensor, src_lengths: torch.Tensor, beam_size: int = 1, **kwargs) -> SearchResult:
     """Greedy for beam size 1, beam search otherwise."""
     if beam_size <= 1:
         kwargs.pop("n_best", None)

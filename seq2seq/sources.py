@@ -64,9 +64,7 @@ def find_split(available: list[str], split: str) -> str | None:
     return None
 
 
-def resolve_split(
-    available: list[str], split: str, splits: dict[str, str] | None, source: str
-) -> str | None:
+def resolve_split(available: list[str], split: str, splits: dict[str, str] | None, source: str) -> str | None:
     """The corpus's name for ``split``; None for an absent test split, else CorpusError."""
     wanted = (splits or {}).get(split)
     name = wanted or find_split(available, split)
@@ -146,9 +144,7 @@ def parallel_text_split(
             },  # fmt: skip
         )
     records = list(text_pairs(*paths, src_lang, tgt_lang))
-    return datasets.Dataset.from_dict(
-        {lang: [r[lang] for r in records] for lang in (src_lang, tgt_lang)}
-    )
+    return datasets.Dataset.from_dict({lang: [r[lang] for r in records] for lang in (src_lang, tgt_lang)})
 
 
 # -- tabular files: TSV, CSV, JSON Lines, Parquet ------------------------------------------
@@ -231,9 +227,7 @@ def _load_dataset(source: str, config: str | None, streaming: bool) -> datasets.
     try:
         return datasets.load_dataset(source, config, streaming=streaming)
     except FileNotFoundError as e:
-        raise CorpusError(
-            f"dataset {source!r} not found locally or on the Hugging Face Hub: {e}"
-        ) from e
+        raise CorpusError(f"dataset {source!r} not found locally or on the Hugging Face Hub: {e}") from e
     except ConnectionError as e:
         raise CorpusError(
             f"dataset {source!r} is not a local path and the Hugging Face Hub cannot be reached "
@@ -257,9 +251,7 @@ def _directory_splits(
     langs = text_languages(path)
     if src_lang in langs:
         return {
-            split: functools.partial(
-                parallel_text_split, path, split, src_lang, tgt_lang, streaming
-            )
+            split: functools.partial(parallel_text_split, path, split, src_lang, tgt_lang, streaming)
             for split in langs[src_lang]
         }
     if (path / "dataset_dict.json").is_file():
@@ -297,9 +289,7 @@ def open_corpus(
     if source == "builtin":
         from seq2seq.corpus import build_builtin_corpus
 
-        return _dict_splits(
-            build_builtin_corpus(src_lang, tgt_lang, *builtin_sizes, seed=seed), streaming
-        )
+        return _dict_splits(build_builtin_corpus(src_lang, tgt_lang, *builtin_sizes, seed=seed), streaming)
     if "{split}" in source:
         return pattern_splits(source, streaming)
     if path.is_dir():
@@ -322,9 +312,7 @@ def to_src_tgt(ds: datasets.Dataset, src_col: str, tgt_col: str, where: str) -> 
         langs = [c.split(".", 1)[1] for c in ds.column_names]
         for field in (src_col, tgt_col):
             if field not in langs:
-                raise CorpusError(
-                    f"{where}: no language {field!r} in 'translation' records (has {langs})"
-                )
+                raise CorpusError(f"{where}: no language {field!r} in 'translation' records (has {langs})")
         src_col, tgt_col = f"translation.{src_col}", f"translation.{tgt_col}"
     else:
         for field in (src_col, tgt_col):

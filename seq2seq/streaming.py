@@ -42,9 +42,7 @@ class PairReader:
             record, kind = record["translation"], "language"
         for field in (self.src_col, self.tgt_col):
             if field not in record:
-                raise CorpusError(
-                    f"{self.where}: no {kind} {field!r} (record has {sorted(record)})"
-                )
+                raise CorpusError(f"{self.where}: no {kind} {field!r} (record has {sorted(record)})")
         src, tgt = record[self.src_col], record[self.tgt_col]
         return ("" if src is None else str(src)), ("" if tgt is None else str(tgt))
 
@@ -71,9 +69,7 @@ def load_streaming_corpus(
     seed: int = 0,
 ) -> tuple[datasets.IterableDataset, PairReader, datasets.DatasetDict]:
     """The training stream, its record reader, and validation[/test] read into memory."""
-    raw = open_corpus(
-        source, src_lang, tgt_lang, config, tuple(builtin_sizes), seed, streaming=True
-    )
+    raw = open_corpus(source, src_lang, tgt_lang, config, tuple(builtin_sizes), seed, streaming=True)
     src_col, tgt_col = src_column or src_lang, tgt_column or tgt_lang
     train = resolve_split(list(raw), "train", splits, source)
     evaluation = {}

@@ -70,10 +70,10 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt zip, truncated file, or a pickle that wants to import code
-        reason = str(e).split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
-        raise CheckpointError(
-            f"cannot load checkpoint {path} safely (weights_only=True): {reason}"
-        ) from e
+        # torch's message is several paragraphs of advice; keep the line that names the cause
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else repr(e))
+        raise CheckpointError(f"cannot load checkpoint {path} safely (weights_only=True): {reason}") from e
     if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not a seq2seq checkpoint (no '{CHECKPOINT_KEY}' entry)")
     return ckpt
@@ -82,9 +82,7 @@ def load_checkpoint(path: str | Path) -> dict:
 class Translator:
     """Batched translation with greedy or beam search from a trained ``Seq2Seq``."""
 
-    def __init__(
-        self, model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, metadata: dict
-    ):
+    def __init__(self, model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, metadata: dict):
         self.model = model.eval()
         self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
         self.metadata = metadata
@@ -98,11 +96,7 @@ class Translator:
         hparams = ckpt.get("hyper_parameters", {})
         accepted = inspect.signature(Seq2Seq).parameters
         model = Seq2Seq(**{k: v for k, v in hparams.items() if k in accepted})
-        state = {
-            k.removeprefix("model."): v
-            for k, v in ckpt["state_dict"].items()
-            if k.startswith("model.")
-        }
+        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
         model.load_state_dict(state)
         entry = ckpt[CHECKPOINT_KEY]
         metadata = {k: v for k, v in entry.items() if not k.endswith("_spm")}

@@ -20,42 +20,28 @@ HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the only hosts LitServe accepts
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="seq2seq-serve", description="Serve a seq2seq checkpoint over HTTP."
-    )
+    p = argparse.ArgumentParser(prog="seq2seq-serve", description="Serve a seq2seq checkpoint over HTTP.")
     env_ckpt = os.environ.get("SEQ2SEQ_CHECKPOINT")
     p.add_argument("--checkpoint", default=env_ckpt, required=env_ckpt is None,
                    help="model .ckpt file (default: $SEQ2SEQ_CHECKPOINT)")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", choices=HOSTS)
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument(
-        "--workers", type=int, default=1, help="inference processes, each with its own model"
-    )
+    p.add_argument("--workers", type=int, default=1, help="inference processes, each with its own model")
     p.add_argument(
         "--threads", type=int, default=0,
         help="torch threads per worker (default: cores // workers; 1 is better on a busy machine)",
     )  # fmt: skip
     p.add_argument("--max-batch-size", type=int, default=16, help="requests batched together")
-    p.add_argument(
-        "--batch-timeout", type=float, default=0.01, help="seconds to wait for a batch to fill"
-    )
-    p.add_argument(
-        "--quantize", choices=("none", "int8"), default="none", help="dynamic int8 on CPU"
-    )
+    p.add_argument("--batch-timeout", type=float, default=0.01, help="seconds to wait for a batch to fill")
+    p.add_argument("--quantize", choices=("none", "int8"), default="none", help="dynamic int8 on CPU")
     p.add_argument("--api-key", default=os.environ.get("SEQ2SEQ_API_KEY"),
                    help="require this X-API-Key header (default: $SEQ2SEQ_API_KEY)")  # fmt: skip
     p.add_argument("--max-chars", type=int, default=1000, help="characters per text")
     p.add_argument("--max-texts", type=int, default=64, help="texts per request")
     p.add_argument("--max-beam", type=int, default=10, help="largest beam_size")
-    p.add_argument(
-        "--max-length", type=int, default=256, help="output tokens per text (also the default)"
-    )
-    p.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds a request may wait in the queue"
-    )
-    p.add_argument(
-        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
-    )
+    p.add_argument("--max-length", type=int, default=256, help="output tokens per text (also the default)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait in the queue")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     args = p.parse_args(argv)
     for name in (
         "port",
@@ -73,9 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 1024 <= args.port <= 65535:
         p.error("--port must be between 1024 and 65535")
     if args.batch_timeout < 0 or (args.batch_timeout == 0 and args.max_batch_size > 1):
-        p.error(
-            "--batch-timeout must be > 0 with --max-batch-size > 1 (0 makes the idle server spin)"
-        )
+        p.error("--batch-timeout must be > 0 with --max-batch-size > 1 (0 makes the idle server spin)")
     return args
 
 
@@ -189,9 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        server.run(
-            host=args.host, port=args.port, log_level=args.log_level, generate_client_file=False
-        )
+        server.run(host=args.host, port=args.port, log_level=args.log_level, generate_client_file=False)
     except KeyboardInterrupt:
         pass  # interrupted before LitServe's own handler was in place
     finally:

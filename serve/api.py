@@ -60,9 +60,7 @@ class TranslatorAPI(ls.LitAPI):
         max_batch_size: int = 16,
         batch_timeout: float = 0.01,
     ):
-        super().__init__(
-            max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/translate"
-        )
+        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/translate")
         self.checkpoint = str(checkpoint)
         self.quantize = quantize
         self.workers = workers
@@ -131,10 +129,7 @@ class TranslatorAPI(ls.LitAPI):
                     text=best.text,
                     score=best.score,
                     tokens=best.tokens,
-                    n_best=[
-                        Hypothesis(text=h.text, score=h.score, tokens=h.tokens)
-                        for h in t.hypotheses
-                    ],
+                    n_best=[Hypothesis(text=h.text, score=h.score, tokens=h.tokens) for h in t.hypotheses],
                     source_tokens=t.source_tokens if best.attention is not None else None,
                     attention=best.attention,
                 )
@@ -151,9 +146,7 @@ class TranslatorAPI(ls.LitAPI):
 def _is_json(content_type: str | None) -> bool:
     """FastAPI parses the body as JSON only with a JSON content type (none at all is not JSON)."""
     media = (content_type or "").split(";")[0].strip().lower()
-    return media == "application/json" or (
-        media.startswith("application/") and media.endswith("+json")
-    )
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 def _problem(error: dict) -> dict:
@@ -169,9 +162,7 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     """422 listing each problem (without echoing the input); 415 for a body that is not JSON."""
     content_type = request.headers.get("content-type")
     if request.method == "POST" and not _is_json(content_type):
-        message = (
-            f"the body must be JSON sent with Content-Type: application/json, not {content_type}"
-        )
+        message = f"the body must be JSON sent with Content-Type: application/json, not {content_type}"
         return JSONResponse({"detail": message}, status_code=415)
     problems = [_problem(e) for e in exc.errors()]
     summary = "; ".join(

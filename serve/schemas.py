@@ -65,9 +65,7 @@ class TranslateRequest(BaseModel):
 
     text: str | None = Field(None, description="a single text to translate")
     texts: list[str] | None = Field(None, description="several texts, translated in one batch")
-    beam_size: int = Field(
-        5, ge=1, description="1 is greedy search; at most --max-beam (default 10)"
-    )
+    beam_size: int = Field(5, ge=1, description="1 is greedy search; at most --max-beam (default 10)")
     n_best: int = Field(1, ge=1, description="hypotheses returned per text; at most beam_size")
     max_length: int | None = Field(
         None, ge=1, description="output tokens per text; default and maximum --max-length (256)"
@@ -107,9 +105,7 @@ class TranslateRequest(BaseModel):
         if self.n_best > self.beam_size:
             raise ValueError(f"n_best ({self.n_best}) cannot exceed beam_size ({self.beam_size})")
         if self.max_length is not None and self.max_length > LIMITS.max_length:
-            raise ValueError(
-                f"max_length {self.max_length} is over the limit of {LIMITS.max_length}"
-            )
+            raise ValueError(f"max_length {self.max_length} is over the limit of {LIMITS.max_length}")
         return self
 
     def all_texts(self) -> list[str]:

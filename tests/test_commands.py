@@ -69,12 +69,8 @@ def test_evaluate_prints_scores_with_signatures(tiny_checkpoint, expected, tmp_p
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("BLEU = ") and lines[1].startswith("chrF2 = ")
-    assert lines[2].startswith(
-        "BLEU signature: nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:"
-    )
-    assert lines[3].startswith(
-        "chrF signature: nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:"
-    )
+    assert lines[2].startswith("BLEU signature: nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
+    assert lines[3].startswith("chrF signature: nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:")
     assert "sentences: 4" in lines[4] and "sentences/s" in lines[4]
     hypotheses = hyp.read_text(encoding="utf-8").splitlines()
     assert hypotheses == [t.text for t in expected]
@@ -144,9 +140,7 @@ def test_bad_inputs_exit_non_zero_naming_the_problem(tiny_checkpoint, tmp_path, 
 
     not_ckpt = tmp_path / "model.ckpt"
     not_ckpt.write_text("this is not a checkpoint\n")
-    err = run_main(
-        commands.translate_main, ["--checkpoint", not_ckpt, "--input", missing.parent], capsys
-    )
+    err = run_main(commands.translate_main, ["--checkpoint", not_ckpt, "--input", missing.parent], capsys)
     assert "is not a file" in err  # checked before loading the model
     src = tmp_path / "src.txt"
     src.write_bytes(b"fine\nbad \xff byte\n")
@@ -169,9 +163,5 @@ def test_bad_inputs_exit_non_zero_naming_the_problem(tiny_checkpoint, tmp_path, 
 def test_console_script_entry_points(tmp_path, capsys):
     from seq2seq import cli  # pyproject: seq2seq-translate / seq2seq-evaluate
 
-    assert "checkpoint" in run_main(
-        cli.translate_main, ["--checkpoint", tmp_path / "x.ckpt"], capsys
-    )
-    assert "--src and --ref" in run_main(
-        cli.evaluate_main, ["--checkpoint", tmp_path / "x.ckpt"], capsys
-    )
+    assert "checkpoint" in run_main(cli.translate_main, ["--checkpoint", tmp_path / "x.ckpt"], capsys)
+    assert "--src and --ref" in run_main(cli.evaluate_main, ["--checkpoint", tmp_path / "x.ckpt"], capsys)

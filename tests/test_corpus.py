@@ -29,9 +29,7 @@ def test_core_languages_supported() -> None:
 
 
 def test_spell_number_en_fr_example() -> None:
-    assert spell_number(403958, "en") == (
-        "four hundred and three thousand, nine hundred and fifty-eight"
-    )
+    assert spell_number(403958, "en") == ("four hundred and three thousand, nine hundred and fifty-eight")
     assert spell_number(403958, "fr") == "quatre cent trois mille neuf cent cinquante-huit"
 
 
@@ -67,9 +65,7 @@ def test_generate_pairs_deterministic() -> None:
 
 
 def test_generate_pairs_deterministic_across_processes() -> None:
-    code = (
-        "from seq2seq.corpus import generate_pairs; print(generate_pairs('en', 'de', 50, seed=9))"
-    )
+    code = "from seq2seq.corpus import generate_pairs; print(generate_pairs('en', 'de', 50, seed=9))"
     outputs = {
         subprocess.run(
             [sys.executable, "-c", code],

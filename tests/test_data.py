@@ -207,10 +207,7 @@ def write_hub_shards(root: Path, pairs: list[tuple[str, str]], shards: int = 2) 
     over several Parquet shards, apache/arrow#45214.)
     """
     (root / "data").mkdir(parents=True)
-    parts = {
-        f"train-{k:05d}-of-{shards:05d}": part
-        for k, part in enumerate(np.array_split(pairs, shards))
-    }
+    parts = {f"train-{k:05d}-of-{shards:05d}": part for k, part in enumerate(np.array_split(pairs, shards))}
     parts["validation-00000-of-00001"] = pairs[:20]
     for name, part in parts.items():
         rows = [json.dumps({"translation": {"en": str(s), "fr": str(t)}}) for s, t in part]

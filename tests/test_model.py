@@ -105,10 +105,7 @@ def test_tied_embeddings_share_one_matrix() -> None:
     batch = make_batch([3], [3])
     logits, _ = tied(batch.src, batch.src_lengths, batch.tgt_in)
     logits.sum().backward()
-    assert (
-        tied.decoder.embed.weight.grad is not None
-        and tied.decoder.embed.weight.grad.abs().sum() > 0
-    )
+    assert tied.decoder.embed.weight.grad is not None and tied.decoder.embed.weight.grad.abs().sum() > 0
 
 
 def test_dot_attention_with_mismatched_sizes_is_a_clear_error() -> None:
@@ -151,9 +148,7 @@ def test_padding_does_not_change_encoding_or_decoding(attention: str, input_feed
         for t in range(n_tgt):  # feed the short sentence's tokens to both rows
             prev = alone.tgt_in[:, t]
             lp_alone, state_alone, _ = model.decode_step(prev, state_alone)
-            lp_pad, state_pad, _ = model.decode_step(
-                torch.cat([prev, padded.tgt_in[1:, t]]), state_pad
-            )
+            lp_pad, state_pad, _ = model.decode_step(torch.cat([prev, padded.tgt_in[1:, t]]), state_pad)
             torch.testing.assert_close(lp_pad[0], lp_alone[0], atol=ATOL, rtol=0)
 
 
@@ -175,9 +170,7 @@ def test_packed_encoder_equals_a_plain_gru_call() -> None:
         for row, n in enumerate(ragged.src_lengths.tolist()):
             one_out, one_h = encoder.rnn(encoder.embed(ragged.src[row : row + 1, :n]))
             torch.testing.assert_close(out[row, :n], one_out[0], atol=ATOL, rtol=0)
-            torch.testing.assert_close(
-                final[:, row], torch.cat([one_h[0::2], one_h[1::2]], -1)[:, 0]
-            )
+            torch.testing.assert_close(final[:, row], torch.cat([one_h[0::2], one_h[1::2]], -1)[:, 0])
 
 
 # -- teacher forcing ----------------------------------------------------------------------
@@ -185,9 +178,7 @@ def test_packed_encoder_equals_a_plain_gru_call() -> None:
 
 @pytest.mark.parametrize(("enc_layers", "dec_layers"), LAYERS)
 @pytest.mark.parametrize("attention", ATTENTIONS)
-def test_fused_teacher_forcing_equals_step_by_step(
-    attention: str, enc_layers: int, dec_layers: int
-) -> None:
+def test_fused_teacher_forcing_equals_step_by_step(attention: str, enc_layers: int, dec_layers: int) -> None:
     model = make_model(attention, enc_layers, dec_layers, input_feeding=False)
     assert model.can_fuse
     batch = make_batch([5, 3, 8], [6, 2, 4])

@@ -54,13 +54,9 @@ class TableModel:
         return FakeState([None] * src.size(0), src != PAD_ID)
 
     def decode_step(self, prev: torch.Tensor, state: FakeState):
-        prefixes = [
-            () if p is None else (*p, t) for p, t in zip(state.prefixes, prev.tolist(), strict=True)
-        ]
+        prefixes = [() if p is None else (*p, t) for p, t in zip(state.prefixes, prev.tolist(), strict=True)]
         log_probs = torch.stack([self.log_probs(p) for p in prefixes])  # fresh: search edits it
-        attn = state.src_mask.float() / state.src_mask.sum(
-            1, keepdim=True
-        )  # uniform over the source
+        attn = state.src_mask.float() / state.src_mask.sum(1, keepdim=True)  # uniform over the source
         return log_probs, FakeState(prefixes, state.src_mask), attn
 
 
@@ -95,9 +91,7 @@ def test_length_penalty_changes_the_ranking_where_it_should():
     assert penalized.tokens[0][0] == long
     # scores stay raw log-probabilities; the ranking uses them divided by the penalty
     assert penalized.scores[0, 0].item() == pytest.approx(PENALTY_TABLE.score(long), abs=1e-5)
-    norm = penalized.scores[0] / length_penalty(
-        torch.tensor([len(t) + 1 for t in penalized.tokens[0]]), 1.0
-    )
+    norm = penalized.scores[0] / length_penalty(torch.tensor([len(t) + 1 for t in penalized.tokens[0]]), 1.0)
     assert norm[0] >= norm[1]
 
 
@@ -121,9 +115,7 @@ def test_min_length_bars_an_early_eos(beam_size):
     free = search(eager, *SRC, beam_size=beam_size, max_length=10)
     assert free.tokens[0][0] == []
     forced = search(eager, *SRC, beam_size=beam_size, max_length=10, min_length=3)
-    assert (
-        len(forced.tokens[0][0]) == 3
-    )  # EOS as soon as allowed, since it is by far the most likely
+    assert len(forced.tokens[0][0]) == 3  # EOS as soon as allowed, since it is by far the most likely
     assert forced.scores[0, 0].item() == pytest.approx(eager.score(forced.tokens[0][0]), abs=1e-5)
 
 
@@ -171,25 +163,19 @@ def random_sources(seed: int, n: int, vocab: int = 7) -> list[list[int]]:
             for _ in range(n)]  # fmt: skip
 
 
-def teacher_forced(
-    model: Seq2Seq, source: list[int], outputs: list[list[int]]
-) -> tuple[torch.Tensor, list]:
+def teacher_forced(model: Seq2Seq, source: list[int], outputs: list[list[int]]) -> tuple[torch.Tensor, list]:
     """Log-probabilities of each output + EOS, and the attention, by one teacher-forced forward pass."""
     src, lengths = batch_of([source] * len(outputs))
     batch = collate([source] * len(outputs), outputs, list(range(len(outputs))))
     with torch.no_grad():
-        logits, attn = model(
-            src, lengths, batch.tgt_in
-        )  # (n, tgt_len, vocab), (n, tgt_len, src_len)
+        logits, attn = model(src, lengths, batch.tgt_in)  # (n, tgt_len, vocab), (n, tgt_len, src_len)
     picked = logits.log_softmax(-1).gather(2, batch.tgt_out[..., None]).squeeze(2)  # (n, tgt_len)
     real = torch.arange(picked.size(1))[None, :] <= torch.tensor([len(o) for o in outputs])[:, None]
     scores = picked.masked_fill(~real, 0.0).sum(1)
     return scores, [attn[i, : len(o) + 1] for i, o in enumerate(outputs)]
 
 
-@pytest.mark.parametrize(
-    "input_feeding,attention", [(False, "general"), (True, "additive"), (False, "dot")]
-)
+@pytest.mark.parametrize("input_feeding,attention", [(False, "general"), (True, "additive"), (False, "dot")])
 def test_scores_and_attention_equal_teacher_forcing(input_feeding, attention):
     model = random_model(0, input_feeding=input_feeding, attention=attention)
     sources = random_sources(0, 5)
@@ -223,9 +209,7 @@ def test_batch_equals_one_by_one(seed):
     for kwargs in ({"beam_size": 1}, {"beam_size": 4, "n_best": 3}, {"beam_size": 3, "alpha": 1.0}):
         together = search(model, src, lengths, max_length=12, return_attention=True, **kwargs)
         for b, source in enumerate(sources):
-            alone = search(
-                model, *batch_of([source]), max_length=12, return_attention=True, **kwargs
-            )
+            alone = search(model, *batch_of([source]), max_length=12, return_attention=True, **kwargs)
             assert together.tokens[b] == alone.tokens[0]
             assert torch.allclose(together.scores[b], alone.scores[0], atol=1e-5)
             for x, y in zip(together.attention[b], alone.attention[0], strict=True):
@@ -298,9 +282,7 @@ def test_translate_empty_long_and_order(translator):
         assert 1 <= len(t.hypotheses) <= 2
         assert all(len(h.tokens) <= 19 for h in t.hypotheses)
         assert t.text == t.hypotheses[0].text and t.score == t.hypotheses[0].score
-    alone = [
-        translator.translate([text], beam_size=3, n_best=2, max_length=20)[0] for text in texts
-    ]
+    alone = [translator.translate([text], beam_size=3, n_best=2, max_length=20)[0] for text in texts]
     assert [t.text for t in alone] == [t.text for t in got]
     assert [t.score for t in alone] == pytest.approx([t.score for t in got], abs=1e-4)
     assert translator.translate([]) == []

@@ -109,9 +109,7 @@ class Server:
             return self.proc.wait()
 
 
-def start_server(
-    checkpoint: Path | None, log_dir: Path, *args: str, env: dict | None = None
-) -> Server:
+def start_server(checkpoint: Path | None, log_dir: Path, *args: str, env: dict | None = None) -> Server:
     """Run ``python -m serve`` on a free port and poll ``/health`` until it answers 200."""
     port = free_port()
     log = log_dir / f"server-{port}.log"
@@ -178,9 +176,7 @@ def sentences() -> list[str]:
     ],
     ids=["greedy", "beam5", "beam4-nbest3"],
 )
-def test_translations_match_translator(
-    server: Server, translator: Translator, sentences, options
-) -> None:
+def test_translations_match_translator(server: Server, translator: Translator, sentences, options) -> None:
     texts = sentences[:5]
     r = httpx.post(f"{server.url}/translate", json={"texts": texts, **options}, timeout=60)
     assert r.status_code == 200, r.text
@@ -197,24 +193,18 @@ def test_translations_match_translator(
     same(single.json()["translations"][0], reference[0], options.get("n_best", 1))
 
 
-def test_attention_is_returned_on_request(
-    server: Server, translator: Translator, sentences
-) -> None:
+def test_attention_is_returned_on_request(server: Server, translator: Translator, sentences) -> None:
     r = httpx.post(
         f"{server.url}/translate",
         json={"text": sentences[1], "beam_size": 3, "return_attention": True},
     )
     assert r.status_code == 200, r.text
     out = r.json()["translations"][0]
-    ref = translator.translate(
-        [sentences[1]], beam_size=3, max_length=MAX_LENGTH, return_attention=True
-    )[0]
+    ref = translator.translate([sentences[1]], beam_size=3, max_length=MAX_LENGTH, return_attention=True)[0]
     assert out["source_tokens"] == ref.source_tokens
     att = torch.tensor(out["attention"])
     assert att.shape == (len(out["tokens"]) + 1, len(out["source_tokens"]) + 1)
-    assert torch.allclose(
-        att.sum(dim=1), torch.ones(att.shape[0]), atol=1e-4
-    )  # each row a distribution
+    assert torch.allclose(att.sum(dim=1), torch.ones(att.shape[0]), atol=1e-4)  # each row a distribution
     assert torch.allclose(att, torch.tensor(ref.hypotheses[0].attention), atol=1e-4)
 
 
@@ -231,18 +221,13 @@ def test_concurrent_requests_get_their_own_translations(
     reference = {}
     for k, options in enumerate(option_sets):
         mine = [text for text, j in jobs if j == k]
-        for text, ref in zip(
-            mine, translator.translate(mine, max_length=MAX_LENGTH, **options), strict=True
-        ):
+        for text, ref in zip(mine, translator.translate(mine, max_length=MAX_LENGTH, **options), strict=True):
             reference[text] = ref
 
     async def run_all() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
             return await asyncio.gather(
-                *(
-                    client.post("/translate", json={"text": text, **option_sets[k]})
-                    for text, k in jobs
-                )
+                *(client.post("/translate", json={"text": text, **option_sets[k]}) for text, k in jobs)
             )
 
     responses = asyncio.run(run_all())
@@ -251,9 +236,7 @@ def test_concurrent_requests_get_their_own_translations(
         same(r.json()["translations"][0], reference[text], option_sets[k].get("n_best", 1))
 
 
-def test_predict_groups_requests_by_options(
-    tiny_checkpoint: Path, translator: Translator, sentences
-) -> None:
+def test_predict_groups_requests_by_options(tiny_checkpoint: Path, translator: Translator, sentences) -> None:
     """In-process: one translate call per distinct options, each job gets its own results."""
     api = TranslatorAPI(tiny_checkpoint)
     api.setup("cpu")
@@ -349,9 +332,7 @@ def test_bad_input_gets_4xx_json(server: Server, case: str) -> None:
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/json"
     assert words in json.dumps(r.json(), ensure_ascii=False), r.text
-    good = httpx.post(
-        f"{server.url}/translate", json={"text": "twelve", "beam_size": 1}, timeout=30
-    )
+    good = httpx.post(f"{server.url}/translate", json={"text": "twelve", "beam_size": 1}, timeout=30)
     assert good.status_code == 200 and good.json()["translations"][0]["text"]
 
 
@@ -412,12 +393,8 @@ def test_int8_server_translates_like_int8_translator(
     key = {"X-API-Key": "s3cret"}
     info = httpx.get(f"{keyed_server.url}/info", headers=key).json()["model"]
     assert info["quantize"] == "int8" and info["limits"]["max_beam"] == 3
-    over = httpx.post(
-        f"{keyed_server.url}/translate", json={"text": "one", "beam_size": 4}, headers=key
-    )
-    assert (
-        over.status_code == 422 and "limit of 3" in over.text
-    )  # --max-beam reaches the API process
+    over = httpx.post(f"{keyed_server.url}/translate", json={"text": "one", "beam_size": 4}, headers=key)
+    assert over.status_code == 422 and "limit of 3" in over.text  # --max-beam reaches the API process
     r = httpx.post(
         f"{keyed_server.url}/translate", json={"texts": sentences[:4], "beam_size": 3}, headers=key
     )
@@ -509,12 +486,8 @@ def test_unusable_checkpoint_is_refused(tiny_checkpoint: Path, tmp_path: Path, k
 
 
 # -- shutdown: the process, its workers and the port are all released -----------------------
-@pytest.mark.parametrize(
-    "sig, workers", [(signal.SIGTERM, 2), (signal.SIGINT, 1)], ids=["SIGTERM", "SIGINT"]
-)
-def test_signal_shuts_down_cleanly(
-    tiny_checkpoint: Path, tmp_path: Path, sig: int, workers: int
-) -> None:
+@pytest.mark.parametrize("sig, workers", [(signal.SIGTERM, 2), (signal.SIGINT, 1)], ids=["SIGTERM", "SIGINT"])
+def test_signal_shuts_down_cleanly(tiny_checkpoint: Path, tmp_path: Path, sig: int, workers: int) -> None:
     s = start_server(tiny_checkpoint, tmp_path, "--workers", str(workers))
     family = descendants(s.proc.pid)
     # inference workers and API processes (one each per worker), the manager, the resource tracker

@@ -38,9 +38,7 @@ PAIRS = {
     "dev": [_pair(i) for i in range(100, 106)] + [("   ", "blank source")],
     "test": [_pair(i) for i in range(200, 204)] + [("kein Ziel", "")],
 }
-KEPT = {
-    split: [p for p in pairs if p[0].strip() and p[1].strip()] for split, pairs in PAIRS.items()
-}
+KEPT = {split: [p for p in pairs if p[0].strip() and p[1].strip()] for split, pairs in PAIRS.items()}
 CANONICAL = {"train": "train", "validation": "dev", "test": "test"}
 
 
@@ -93,10 +91,7 @@ def write_parquet(root: Path) -> str:
 def write_disk(root: Path) -> str:
     """A save_to_disk directory with the datasets ``Translation`` feature."""
     features = datasets.Features({"translation": datasets.Translation(languages=["de", "en"])})
-    rows = {
-        split: {"translation": [{"de": s, "en": t} for s, t in pairs]}
-        for split, pairs in PAIRS.items()
-    }
+    rows = {split: {"translation": [{"de": s, "en": t} for s, t in pairs]} for split, pairs in PAIRS.items()}
     datasets.DatasetDict(
         {split: datasets.Dataset.from_dict(r, features=features) for split, r in rows.items()}
     ).save_to_disk(str(root))
@@ -125,9 +120,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.mark.parametrize("fmt", list(WRITERS))
 def test_every_format_loads_the_same_pairs(sources: dict[str, str], fmt: str) -> None:
-    corpus = load_corpus(
-        sources[fmt], "de", "en", splits={"validation": "dev"}, **COLUMNS.get(fmt, {})
-    )
+    corpus = load_corpus(sources[fmt], "de", "en", splits={"validation": "dev"}, **COLUMNS.get(fmt, {}))
     assert sorted(corpus) == ["test", "train", "validation"]
     for split, name in CANONICAL.items():
         assert corpus[split].column_names == ["src", "tgt"]
@@ -173,9 +166,7 @@ def test_hub_layout_with_readme_configs_loads_offline(tmp_path: Path) -> None:
         (tmp_path / config).mkdir()
         for split in ("train", "valid"):
             rows = [{lang: f"{lang} {i}", "en": f"en {i}"} for i in range(5)]
-            (tmp_path / config / f"{split}.jsonl").write_text(
-                "".join(json.dumps(r) + "\n" for r in rows)
-            )
+            (tmp_path / config / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     yaml = "".join(
         f"- config_name: {c}\n  data_files:\n  - split: train\n    path: {c}/train.jsonl\n"
         f"  - split: valid\n    path: {c}/valid.jsonl\n"

@@ -129,9 +129,7 @@ def test_print_config_omits_linked_vocab_sizes(
     # the vocabulary sizes are linked from the data module at instantiation, never configured
     assert "src_vocab_size" not in config["model"] and "tgt_vocab_size" not in config["model"]
     assert config["model"]["attention"] == "general" and config["data"]["spm_vocab_size"] == 8000
-    assert (
-        config["checkpoint"]["monitor"] == "val/bleu" and config["checkpoint"]["save_last"] is True
-    )
+    assert config["checkpoint"]["monitor"] == "val/bleu" and config["checkpoint"]["save_last"] is True
     assert config["early_stopping"]["check_on_train_epoch_end"] is False
     assert config["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.CSVLogger"
 
@@ -160,9 +158,7 @@ def test_cli_rejects_unknown_keys_and_mistyped_values(
     assert message in capsys.readouterr().err
 
 
-def test_cli_rejects_a_typo_in_a_config_file(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_rejects_a_typo_in_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "typo.yaml"
     config.write_text("model:\n  emb_dim: 32\n  hiden: 64\n")
     with pytest.raises(SystemExit) as exit_info:
@@ -198,17 +194,13 @@ def test_cli_rejects_values_the_constructors_refuse(
     assert f"error: invalid configuration: {message}" in err and "Traceback" not in err
 
 
-def test_validate_and_test_reproduce_the_training_metrics(
-    tiny_checkpoint: Path, tmp_path: Path
-) -> None:
+def test_validate_and_test_reproduce_the_training_metrics(tiny_checkpoint: Path, tmp_path: Path) -> None:
     config = tiny_checkpoint.parent.parent / "config.yaml"  # saved by the fit run
     elsewhere = [
         f"--trainer.default_root_dir={tmp_path}",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
     ]
-    cli = train_main(
-        ["validate", f"--config={config}", f"--ckpt_path={tiny_checkpoint}", *elsewhere]
-    )
+    cli = train_main(["validate", f"--config={config}", f"--ckpt_path={tiny_checkpoint}", *elsewhere])
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
     # last.ckpt holds the weights of the last validation during fit: same numbers again
     last = [r for r in read_metrics(config.parent / "metrics.csv") if r.get("val/bleu")][-1]
@@ -255,9 +247,7 @@ def test_warmup_decay_schedule_sets_the_learning_rate(tmp_path: Path, tiny_workd
     assert cli.trainer.lr_scheduler_configs[0].interval == "step"
 
 
-def test_ddp_on_two_cpu_processes(
-    tmp_path: Path, tiny_workdir: Path, tiny_checkpoint: Path
-) -> None:
+def test_ddp_on_two_cpu_processes(tmp_path: Path, tiny_workdir: Path, tiny_checkpoint: Path) -> None:
     ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_epochs=1", *QUICK_EVAL]
     proc = subprocess.run(
         [sys.executable, str(TRAIN_SCRIPT), *run_args(tmp_path, tiny_workdir, *ddp)],
@@ -267,9 +257,7 @@ def test_ddp_on_two_cpu_processes(
     assert "GLOBAL_RANK: 1" in proc.stderr  # two processes really ran
     ckpt = load(next(tmp_path.rglob("last.ckpt")))
     # every rank takes half of the batches: half as many optimizer steps per epoch
-    single = [
-        r for r in read_metrics(tiny_checkpoint.parent.parent / "metrics.csv") if r.get("val/bleu")
-    ]
+    single = [r for r in read_metrics(tiny_checkpoint.parent.parent / "metrics.csv") if r.get("val/bleu")]
     steps_per_epoch = int(single[0]["step"]) + 1
     assert ckpt["global_step"] == steps_per_epoch // 2
     assert CHECKPOINT_KEY in ckpt
@@ -290,9 +278,7 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path: Path, tiny_workdir: P
     try:
         deadline = time.monotonic() + 300
         while not list(tmp_path.rglob("last.ckpt")):
-            assert proc.poll() is None, (
-                f"training ended before a checkpoint: {proc.stderr.read()[-3000:]}"
-            )
+            assert proc.poll() is None, f"training ended before a checkpoint: {proc.stderr.read()[-3000:]}"
             assert time.monotonic() < deadline, "no last.ckpt within 300 s"
             time.sleep(0.05)  # polling interval
         proc.send_signal(signal.SIGKILL)
