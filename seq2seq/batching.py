@@ -23,26 +23,21 @@ def make_batches(
     max_sentences: int,
     rng: np.random.Generator | None = None,
     keep: np.ndarray | None = None,
-    bucket_batches: int = 100,
 ) -> list[list[int]]:
     """Group example indices (those in ``keep``, default all) into batches under a token budget.
 
-    With ``rng``: shuffle, sort within buckets of about ``bucket_batches`` batches, then
-    shuffle the batch order. Without: sort everything by length (for evaluation).
+    Examples are sorted by length and cut greedily into batches. With ``rng`` (training), ties
+    are broken at random and the batch order is shuffled, so each epoch mixes sentences
+    differently; the cut points depend only on the sorted lengths, so every epoch has the same
+    number of batches (Lightning counts them once and validates after that many).
     """
     cost = np.maximum(src_lengths, tgt_lengths) + 1  # +1 for EOS (source) and BOS/EOS (target)
     order = np.arange(len(cost)) if keep is None else np.flatnonzero(keep)
-
-    def by_length(idx: np.ndarray) -> np.ndarray:  # longest side first, ties by target length
-        return idx[np.lexsort((tgt_lengths[idx], cost[idx]))]
-
-    if rng is None:
-        order = by_length(order)
-    elif len(order):
-        order = rng.permutation(order)
-        per_batch = min(max_sentences, max(1, max_tokens // max(1, int(cost[order].mean()))))
-        bucket = max(1, bucket_batches * per_batch)
-        order = np.concatenate([by_length(order[i : i + bucket]) for i in range(0, len(order), bucket)])
+    # longest side first, ties by target length, then (training) at random
+    keys = (tgt_lengths[order], cost[order])
+    if rng is not None:
+        keys = (rng.random(len(order)), *keys)
+    order = order[np.lexsort(keys)]
 
     batches, current, longest = [], [], 0
     for idx in order.tolist():

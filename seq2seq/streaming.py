@@ -172,7 +172,6 @@ class StreamingBatches(torch.utils.data.IterableDataset):
             self.max_sentences,
             rng,
             keep,
-            bucket_batches=len(buffer),
         )
         offset = key[1] * self.buffer_size  # Batch.index: position in this worker's stream
         for batch in shard_batches(batches, self.num_replicas, self.rank):
