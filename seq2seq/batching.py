@@ -1,7 +1,7 @@
 """Token-budget batches with length bucketing, sharded over DDP ranks, and padding.
 
 Sentences of similar length are batched together so padding stays small, and a batch holds
-as many sentences as fit in ``max_tokens`` (padded source + target positions), which keeps
+as many sentences as fit in ``max_tokens`` (sentences x the longer side of the longest pair, padded), which keeps
 the work per step roughly constant whatever the sentence lengths are.
 """
 
