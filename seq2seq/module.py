@@ -11,6 +11,7 @@ from typing import Literal
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch import nn
 from torchmetrics.text import CHRFScore, SacreBLEUScore
 
@@ -42,9 +43,10 @@ class TranslationModule(pl.LightningModule):
         teacher_forcing: float = 1.0,
         lr: float = 2e-3,
         weight_decay: float = 0.0,
-        scheduler: Literal["plateau", "warmup_decay", "none"] = "plateau",
+        scheduler: Literal["plateau", "warmup_decay", "budget", "none"] = "plateau",
         warmup_steps: int = 500,
         decay_steps: int = 20000,
+        final_lr_ratio: float = 0.02,
         plateau_patience: int = 1,
         plateau_factor: float = 0.5,
         eval_beam_size: int = 1,
@@ -57,6 +59,8 @@ class TranslationModule(pl.LightningModule):
             raise ValueError(f"teacher_forcing must be between 0 and 1, got {teacher_forcing}")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if not 0.0 <= final_lr_ratio <= 1.0:
+            raise ValueError(f"final_lr_ratio must be in [0, 1], got {final_lr_ratio}")
         self.save_hyperparameters()
         self.model = Seq2Seq(
             src_vocab_size, tgt_vocab_size, emb_dim, enc_hidden, enc_layers, dec_hidden,
@@ -166,6 +170,12 @@ class TranslationModule(pl.LightningModule):
                     "interval": "epoch",
                 },
             }
+        if hp.scheduler == "budget":
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._budget_lr_factor)
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+            }
         if hp.scheduler == "warmup_decay":
 
             def factor(step: int) -> float:  # linear warmup, then cosine decay to 10%
@@ -180,3 +190,32 @@ class TranslationModule(pl.LightningModule):
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
             }
         return optimizer
+
+    # -- the budget schedule ----------------------------------------------------------------
+    def training_progress(self) -> float:
+        """How much of the training budget is spent, from 0 to 1: the larger of the share of
+        ``max_time`` elapsed and the share of the planned optimizer steps (``max_steps`` or
+        ``max_epochs``) taken. Time counts across resumes (Lightning's Timer keeps it)."""
+        trainer = self._trainer
+        if trainer is None:
+            return 0.0
+        progress = 0.0
+        total_steps = trainer.estimated_stepping_batches
+        if 0 < total_steps < float("inf"):
+            progress = trainer.global_step / total_steps
+        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        if timer is not None and timer.time_remaining() is not None:
+            elapsed = timer.time_elapsed()
+            progress = max(progress, elapsed / max(1e-9, elapsed + timer.time_remaining()))
+        return min(1.0, progress)
+
+    def _budget_lr_factor(self, step: int) -> float:
+        """Linear warmup, then linear decay to ``final_lr_ratio`` exactly when the budget runs out.
+
+        A fixed time budget (the Multi30k benchmark's 60 minutes) is best spent with a learning
+        rate that reaches its minimum as time runs out (Li et al., 2020, "Budgeted Training"),
+        rather than one that waits for validation BLEU to stall.
+        """
+        hp = self.hparams
+        warmup = min(1.0, (step + 1) / max(1, hp.warmup_steps))
+        return warmup * (1.0 - (1.0 - hp.final_lr_ratio) * self.training_progress())

@@ -247,6 +247,27 @@ def test_warmup_decay_schedule_sets_the_learning_rate(tmp_path: Path, tiny_workd
     assert cli.trainer.lr_scheduler_configs[0].interval == "step"
 
 
+def test_budget_schedule_reaches_its_floor_when_the_budget_ends(tmp_path: Path, tiny_workdir: Path) -> None:
+    sched = ["--model.scheduler=budget", "--model.warmup_steps=2", "--model.final_lr_ratio=0.1"]
+    cli = fit_steps(tmp_path, tiny_workdir, 4, *sched)
+    # the last scheduler step saw 4 of 4 planned steps: the floor, 10% of the peak
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.005 * 0.1, rel=1e-6)
+    assert cli.trainer.lr_scheduler_configs[0].interval == "step"
+    # warmup and decay multiply: at the first of 2 warmup steps, half of the floor
+    assert cli.model._budget_lr_factor(0) == pytest.approx(0.5 * 0.1)
+
+
+def test_budget_schedule_follows_max_time(tmp_path: Path, tiny_workdir: Path) -> None:
+    from lightning.pytorch.callbacks import Timer
+
+    sched = ["--model.scheduler=budget", "--trainer.max_time=00:01:00:00"]
+    cli = fit_steps(tmp_path, tiny_workdir, 1, *sched)
+    timer = next(cb for cb in cli.trainer.callbacks if isinstance(cb, Timer))
+    timer._offset = 45 * 60  # as if resumed after 45 of the 60 minutes
+    cli.trainer.fit_loop.epoch_loop.max_steps = -1  # leave only max_epochs: a far smaller share
+    assert cli.model.training_progress() == pytest.approx(0.75, abs=0.01)
+
+
 def test_ddp_on_two_cpu_processes(tmp_path: Path, tiny_workdir: Path, tiny_checkpoint: Path) -> None:
     ddp = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_epochs=1", *QUICK_EVAL]
     proc = subprocess.run(
