@@ -1,13 +1,14 @@
 """``python -m serve --checkpoint model.ckpt`` (console script ``seq2seq-serve``).
 
-The checkpoint is checked in this process before any worker starts, so a missing, corrupt or
-unsafe file stops start-up with one line on stderr and exit code 2.
+The checkpoint is checked before any worker starts, so a missing, corrupt or unsafe file stops
+start-up with one line on stderr and exit code 2. The check runs in a short-lived child process:
+this process never imports torch, so neither do the HTTP processes LitServe forks from it (each
+would otherwise carry about 200 MB of torch); only the inference workers load the model.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import multiprocessing as mp
 import os
 import signal
@@ -15,6 +16,8 @@ import socket
 import sys
 from pathlib import Path
 from typing import NoReturn
+
+from serve.checkpoint import check_checkpoint_isolated
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the only hosts LitServe accepts
 
@@ -63,37 +66,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def one_line(error: Exception) -> str:
-    """The error's first line; for an unpickling refusal, torch's line naming the blocked global
-    (it sits many lines into torch's message, which may reach us only as the ``__cause__``)."""
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    texts = [str(error), str(error.__cause__ or "")]
-    culprit = next((ln.strip() for t in texts for ln in t.splitlines() if "GLOBAL" in ln), None)
-    if culprit is None or culprit in first:
-        return first
-    marker = "Weights only load failed"  # torch's advice that follows it is not for a server
-    if marker in first:
-        return first[: first.index(marker)] + culprit
-    return f"{first} ({culprit})"
-
-
-def check_checkpoint(path: str) -> dict:
-    """Build the model once to prove the checkpoint works; return ``/info`` metadata."""
-    from seq2seq.translator import CheckpointError, Translator
-
-    try:
-        translator = Translator.from_checkpoint(path)
-    except CheckpointError:
-        raise
-    except Exception as e:  # weights that do not fit the recorded architecture, broken tokenizers
-        raise CheckpointError(f"{path} is not a usable seq2seq checkpoint: {e}") from e
-    meta = dict(translator.metadata)
-    meta["src_vocab_size"] = translator.src_tokenizer.vocab_size
-    meta["tgt_vocab_size"] = translator.tgt_tokenizer.vocab_size
-    meta["checkpoint"] = Path(path).name
-    return meta
-
-
 def port_free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -136,15 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not Path(args.checkpoint).is_file():  # before the slow torch import
         fail(f"checkpoint {args.checkpoint} does not exist or is not a file")
-    from seq2seq.translator import CheckpointError
-
-    try:
-        metadata = check_checkpoint(args.checkpoint)
-    except CheckpointError as e:
-        fail(one_line(e))
+    metadata, error = check_checkpoint_isolated(args.checkpoint)
+    if error is not None:
+        fail(error)
     if not port_free(args.host, args.port):
         fail(f"cannot listen on {args.host}:{args.port}: the port is in use")
-    gc.collect()  # drop the check's model before the API processes are forked
 
     import litserve as ls
 

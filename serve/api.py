@@ -1,8 +1,10 @@
 """The LitServe API: batching of translation requests, API-key check, JSON error handlers.
 
 Workers are spawned processes, so ``TranslatorAPI`` holds only picklable settings; the model is
-loaded in ``setup`` inside each worker. No ``from __future__ import annotations`` here: LitServe
-reads the annotations of ``decode_request``/``encode_response`` as classes for FastAPI.
+loaded in ``setup`` inside each worker. torch is imported there too, never at module level: the
+HTTP processes import this module and have no use for it. No ``from __future__ import
+annotations`` here: LitServe reads the annotations of ``decode_request``/``encode_response`` as
+classes for FastAPI (the other annotations are strings).
 """
 
 import hmac
@@ -10,17 +12,19 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import litserve as ls
-import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from seq2seq.translator import Translation, Translator
 from serve.schemas import Hypothesis, TranslateRequest, TranslateResponse, TranslationOut
+
+if TYPE_CHECKING:
+    from seq2seq.translator import Translation, Translator
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +74,10 @@ class TranslatorAPI(ls.LitAPI):
         self.translator: Translator | None = None
 
     def setup(self, device: str) -> None:
+        import torch
+
+        from seq2seq.translator import Translator
+
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         torch.set_num_threads(self.threads or max(1, (cores or 1) // self.workers))
         self.translator = Translator.from_checkpoint(self.checkpoint, quantize=self.quantize)
@@ -95,13 +103,13 @@ class TranslatorAPI(ls.LitAPI):
     def batch(self, inputs: list[Job]) -> list[Job]:
         return inputs  # ragged texts: grouping happens in predict
 
-    def predict(self, jobs: list[Job] | Job) -> list[list[Translation]] | list[Translation]:
+    def predict(self, jobs: "list[Job] | Job") -> "list[list[Translation]] | list[Translation]":
         """One ``translate`` call per distinct options; results go back to their own job, in order."""
         if isinstance(jobs, Job):  # max_batch_size == 1: LitServe passes a single input
             return self.translate_jobs([jobs])[0]
         return self.translate_jobs(jobs)
 
-    def translate_jobs(self, jobs: list[Job]) -> list[list[Translation]]:
+    def translate_jobs(self, jobs: list[Job]) -> "list[list[Translation]]":
         assert self.translator is not None, "setup() was not called"
         groups: dict[DecodeOptions, list[int]] = {}
         for i, job in enumerate(jobs):
@@ -116,10 +124,10 @@ class TranslatorAPI(ls.LitAPI):
                 start += len(jobs[i].texts)
         return results
 
-    def unbatch(self, output: list[list[Translation]]) -> list[list[Translation]]:
+    def unbatch(self, output: "list[list[Translation]]") -> "list[list[Translation]]":
         return list(output)
 
-    def encode_response(self, output: list[Translation]) -> TranslateResponse:
+    def encode_response(self, output: "list[Translation]") -> TranslateResponse:
         assert self.translator is not None
         items = []
         for t in output:

@@ -20,8 +20,8 @@ import torch
 
 from seq2seq.corpus import generate_pairs
 from seq2seq.translator import CheckpointError, Translator
-from serve.__main__ import check_checkpoint
 from serve.api import DecodeOptions, Job, TranslatorAPI
+from serve.checkpoint import check_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 START_DEADLINE = 240.0  # seconds; start-up is ~5 s idle, far more on a busy 2-core machine

@@ -1,0 +1,62 @@
+"""Checking a checkpoint before the server starts: one line of error for a file that is not usable.
+
+The check builds the model once, in a spawned child process (``check_checkpoint_isolated``), so
+the server's main process never imports torch (see ``serve/__main__.py``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+
+def one_line(error: Exception) -> str:
+    """The error's first line; for an unpickling refusal, torch's line naming the blocked global
+    (it sits many lines into torch's message, which may reach us only as the ``__cause__``)."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    texts = [str(error), str(error.__cause__ or "")]
+    culprit = next((ln.strip() for t in texts for ln in t.splitlines() if "GLOBAL" in ln), None)
+    if culprit is None or culprit in first:
+        return first
+    marker = "Weights only load failed"  # torch's advice that follows it is not for a server
+    if marker in first:
+        return first[: first.index(marker)] + culprit
+    return f"{first} ({culprit})"
+
+
+def check_checkpoint(path: str) -> dict:
+    """Build the model once to prove the checkpoint works; return ``/info`` metadata.
+
+    Raises ``CheckpointError`` (from ``seq2seq.translator``) for a file that is not usable.
+    """
+    from seq2seq.translator import CheckpointError, Translator
+
+    try:
+        translator = Translator.from_checkpoint(path)
+    except CheckpointError:
+        raise
+    except Exception as e:  # weights that do not fit the recorded architecture, broken tokenizers
+        raise CheckpointError(f"{path} is not a usable seq2seq checkpoint: {e}") from e
+    meta = dict(translator.metadata)
+    meta["src_vocab_size"] = translator.src_tokenizer.vocab_size
+    meta["tgt_vocab_size"] = translator.tgt_tokenizer.vocab_size
+    meta["checkpoint"] = Path(path).name
+    return meta
+
+
+def _check_in_child(path: str) -> tuple[dict | None, str | None]:
+    """``check_checkpoint`` as (metadata, None) or (None, one-line error): plain, picklable values."""
+    from seq2seq.translator import CheckpointError
+
+    try:
+        return check_checkpoint(path), None
+    except CheckpointError as e:
+        return None, one_line(e)
+
+
+def check_checkpoint_isolated(path: str) -> tuple[dict | None, str | None]:
+    """``check_checkpoint`` in a spawned child, so that torch stays out of this process:
+    (metadata, None), or (None, a one-line error)."""
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(_check_in_child, path).result()
