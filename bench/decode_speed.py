@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-tokens", type=int, default=4096, help="source subwords per batch")
     p.add_argument("--max-length", type=int, default=200)
-    p.add_argument("--length-penalty", type=float, default=0.0)
+    p.add_argument("--length-penalty", type=float, default=None, help="default: the model's own")
     p.add_argument("--limit", type=int, help="only the first N sentences")
     p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args()

@@ -55,7 +55,10 @@ def add_model_args(p: argparse.ArgumentParser, beam_size: int) -> None:
     p.add_argument("--max-length", type=int, default=200, help="most output subwords, EOS included")
     p.add_argument("--max-ratio", type=float, default=3.0, help="most output subwords per source subword")
     p.add_argument("--min-length", type=int, default=0, help="fewest output subwords before EOS")
-    p.add_argument("--length-penalty", type=float, default=0.0, help="GNMT alpha; 0 ranks by log-probability")
+    p.add_argument(
+        "--length-penalty", type=float, default=None,
+        help="GNMT alpha; 0 ranks by log-probability (default: the model config's model.length_penalty)",
+    )  # fmt: skip
     p.add_argument("--max-tokens", type=int, default=4096, help="source subwords per batch")
     p.add_argument("--quantize", choices=["none", "int8"], default="none", help="dynamic int8 weights (CPU)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

@@ -87,6 +87,8 @@ class Translator:
         self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
         self.metadata = metadata
         self.src_lang, self.tgt_lang = metadata.get("src_lang"), metadata.get("tgt_lang")
+        # the GNMT alpha the model's config chose for test decoding: translate()'s default
+        self.default_length_penalty = float(metadata.get("length_penalty", 0.0))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, quantize: str | None = None) -> Translator:
@@ -102,6 +104,7 @@ class Translator:
         metadata = {k: v for k, v in entry.items() if not k.endswith("_spm")}
         metadata["parameters"] = sum(p.numel() for p in model.parameters())
         metadata["architecture"] = {k: v for k, v in hparams.items() if k in accepted}
+        metadata["length_penalty"] = float(hparams.get("length_penalty", 0.0))
         if quantize == "int8":
             model = quantize_int8(model)
         elif quantize not in (None, "none"):
@@ -117,13 +120,16 @@ class Translator:
         max_length: int = 200,
         max_ratio: float | None = 3.0,
         min_length: int = 0,
-        length_penalty: float = 0.0,
+        length_penalty: float | None = None,
         return_attention: bool = False,
         max_tokens: int = 4096,
         progress: Callable[[int], None] | None = None,
     ) -> list[Translation]:
         """Translate ``texts`` in length-sorted batches of at most ``max_tokens`` source tokens
-        (and 256 sentences); ``progress(n)`` is called after each batch of ``n`` sentences."""
+        (and 256 sentences); ``progress(n)`` is called after each batch of ``n`` sentences.
+        ``length_penalty`` (GNMT alpha) defaults to the one the model was trained to be tested with."""
+        if length_penalty is None:
+            length_penalty = self.default_length_penalty
         if n_best > max(1, beam_size):
             raise ValueError(f"n_best ({n_best}) cannot exceed beam_size ({beam_size})")
         texts = list(texts)

@@ -38,7 +38,7 @@ class DecodeOptions:
     beam_size: int
     n_best: int
     max_length: int
-    length_penalty: float
+    length_penalty: float | None  # None: the model's default
     return_attention: bool
 
 

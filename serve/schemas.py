@@ -70,9 +70,10 @@ class TranslateRequest(BaseModel):
     max_length: int | None = Field(
         None, ge=1, description="output tokens per text; default and maximum --max-length (256)"
     )
-    length_penalty: float = Field(
-        0.0, ge=0.0, le=2.0, allow_inf_nan=False, description="GNMT alpha for ranking beams"
-    )
+    length_penalty: float | None = Field(
+        None, ge=0.0, le=2.0, allow_inf_nan=False,
+        description="GNMT alpha for ranking beams; default: the model's own (see /info)",
+    )  # fmt: skip
     return_attention: bool = Field(False, description="attention weights of the best hypothesis")
 
     @field_validator("text")

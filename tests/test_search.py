@@ -290,6 +290,24 @@ def test_translate_empty_long_and_order(translator):
         translator.translate(["x"], beam_size=2, n_best=3)
 
 
+def test_length_penalty_defaults_to_the_models_own(tiny_checkpoint, tmp_path):
+    from seq2seq import Translator
+
+    ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["length_penalty"] = 2.0
+    torch.save(ckpt, tmp_path / "alpha2.ckpt")
+    translator = Translator.from_checkpoint(tmp_path / "alpha2.ckpt")
+    assert translator.default_length_penalty == 2.0 and translator.metadata["length_penalty"] == 2.0
+    texts = ["seventy-four", "Monday, December 5, 2050", "three hundred and five", "nine"]
+
+    def rankings(**alpha):
+        got = translator.translate(texts, beam_size=4, n_best=4, max_length=20, **alpha)
+        return [[h.text for h in t.hypotheses] for t in got]
+
+    assert rankings() == rankings(length_penalty=2.0)
+    assert rankings() != rankings(length_penalty=0.0)  # alpha 2 really reorders some n-best list
+
+
 @pytest.mark.parametrize("beam_size", [1, 4])
 def test_translate_attention_shapes(translator, beam_size):
     done = []
