@@ -5,8 +5,8 @@ python bench/learning_curve.py runs/multi30k_de_en/version_0/metrics.csv
 
 from __future__ import annotations
 
+import argparse
 import csv
-import sys
 
 
 def learning_curve(path: str) -> list[dict[str, float]]:
@@ -27,10 +27,11 @@ def learning_curve(path: str) -> list[dict[str, float]]:
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        sys.exit("usage: learning_curve.py runs/<name>/version_N/metrics.csv")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("metrics", help="a CSV logger's runs/<name>/version_N/metrics.csv")
+    args = p.parse_args()
     print(f"{'epoch':>5} {'step':>6} {'minutes':>8} {'val BLEU':>8} {'val chrF':>8} {'val loss':>8}")
-    for r in learning_curve(sys.argv[1]):
+    for r in learning_curve(args.metrics):
         print(
             f"{r['epoch']:5d} {r['step']:6d} {r['minutes']:8.1f} {r['bleu']:8.2f} {r['chrf']:8.2f} {r['loss']:8.3f}"
         )

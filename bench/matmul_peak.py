@@ -1,10 +1,11 @@
 """This CPU's measured fp32 matrix-multiply peak, the yardstick for model FLOP utilization.
 
-python bench/matmul_peak.py
+python bench/matmul_peak.py [--threads 2] [--sizes 1024 2048]
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
@@ -25,6 +26,16 @@ def matmul_peak(n: int = 2048, repeats: int = 10, threads: int | None = None) ->
     return statistics.median(rates)
 
 
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048], help="matrix sizes n (n x n x n)")
+    args = p.parse_args()
+    for n in args.sizes:
+        print(
+            f"fp32 matmul {n}^3: {matmul_peak(n, threads=args.threads):.1f} GFLOP/s median ({args.threads} threads)"
+        )
+
+
 if __name__ == "__main__":
-    for n in (1024, 2048):
-        print(f"fp32 matmul {n}^3: {matmul_peak(n):.1f} GFLOP/s median ({torch.get_num_threads()} threads)")
+    main()

@@ -1,10 +1,13 @@
 """Padding share of the training batches on Multi30k, with and without length bucketing.
 
     python bench/padding.py                          # configs/multi30k_de_en.yaml's data settings
-    python bench/padding.py --max-tokens 3000 --bucket-batches 50
+    python bench/padding.py --max-tokens 3000
+    python bench/padding.py --config configs/default.yaml   # the built-in task
 
-Padding is counted in the tensors the model sees (source with EOS, target with BOS), over one
-epoch of training batches, as a share of all positions.
+Length bucketing sorts the pairs by length (ties broken at random) and cuts the sorted list into
+batches under the token budget; the comparison is random order cut into batches of the same
+median size. Padding is counted in the tensors the model sees (source with EOS, target with BOS),
+over one epoch of training batches, as a share of all positions.
 """
 
 from __future__ import annotations
@@ -25,13 +28,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "multi30k_de_en.yaml"))
     parser.add_argument("--max-tokens", type=int, help="override the config's data.max_tokens")
-    parser.add_argument("--bucket-batches", type=int, default=100, help="bucket size in batches")
     parser.add_argument("--cache-dir", help="tokenizer/id cache (default: the usual one)")
     args = parser.parse_args()
 
     data = yaml.safe_load(Path(args.config).read_text())["data"]
     source = Path(data["source"])
-    data["source"] = str(source if source.is_absolute() else ROOT / source)
+    if not source.is_absolute() and (ROOT / source).exists():  # config paths are relative to the repo
+        data["source"] = str(ROOT / source)
     dm = TranslationDataModule(**data, cache_dir=args.cache_dir)
     split = dm.splits["train"]
     hp = dm.hparams
@@ -40,10 +43,11 @@ def main() -> None:
     print(f"{dm.name} train: {int(keep.sum())} pairs, max_tokens {max_tokens}, "
           f"max_sentences {hp.max_sentences}, vocab {dm.src_vocab_size}/{dm.tgt_vocab_size}")  # fmt: skip
     rng = np.random.default_rng(0)
-    for label, bucket in (("bucketed", args.bucket_batches), ("random order", 0)):
-        if bucket:
-            batches = make_batches(split.src_lengths, split.tgt_lengths, max_tokens,
-                                   hp.max_sentences, rng, keep, bucket_batches=bucket)  # fmt: skip
+    for label in ("bucketed", "random order"):
+        if label == "bucketed":
+            batches = make_batches(
+                split.src_lengths, split.tgt_lengths, max_tokens, hp.max_sentences, rng, keep
+            )
         else:  # no bucketing: shuffled, cut in order (the budget still uses the longest)
             order = rng.permutation(np.flatnonzero(keep))
             size = int(np.median([len(b) for b in batches]))
