@@ -43,15 +43,12 @@ def main() -> None:
     print(f"{dm.name} train: {int(keep.sum())} pairs, max_tokens {max_tokens}, "
           f"max_sentences {hp.max_sentences}, vocab {dm.src_vocab_size}/{dm.tgt_vocab_size}")  # fmt: skip
     rng = np.random.default_rng(0)
-    for label in ("bucketed", "random order"):
-        if label == "bucketed":
-            batches = make_batches(
-                split.src_lengths, split.tgt_lengths, max_tokens, hp.max_sentences, rng, keep
-            )
-        else:  # no bucketing: shuffled, cut in order (the budget still uses the longest)
-            order = rng.permutation(np.flatnonzero(keep))
-            size = int(np.median([len(b) for b in batches]))
-            batches = [order[i : i + size].tolist() for i in range(0, len(order), size)]
+    bucketed = make_batches(split.src_lengths, split.tgt_lengths, max_tokens, hp.max_sentences, rng, keep)
+    # no bucketing: shuffled and cut in order into batches of the bucketed median size
+    order = rng.permutation(np.flatnonzero(keep))
+    size = int(np.median([len(b) for b in bucketed]))
+    unsorted = [order[i : i + size].tolist() for i in range(0, len(order), size)]
+    for label, batches in (("bucketed", bucketed), ("random order", unsorted)):
         stats = padding_stats(batches, split.src_lengths, split.tgt_lengths)
         print(f"{label:>13}: {len(batches)} batches, padding src {stats['src']:.1%}, "
               f"tgt {stats['tgt']:.1%}, total {stats['total']:.1%}")  # fmt: skip

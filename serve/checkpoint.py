@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 
@@ -58,5 +59,8 @@ def _check_in_child(path: str) -> tuple[dict | None, str | None]:
 def check_checkpoint_isolated(path: str) -> tuple[dict | None, str | None]:
     """``check_checkpoint`` in a spawned child, so that torch stays out of this process:
     (metadata, None), or (None, a one-line error)."""
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-        return pool.submit(_check_in_child, path).result()
+    try:
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            return pool.submit(_check_in_child, path).result()
+    except BrokenProcessPool:  # the child died (out of memory, killed): say so, not a traceback
+        return None, f"checking {path} crashed the checking process (out of memory?)"
