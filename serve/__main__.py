@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch-size", type=int, default=16, help="requests batched together")
     p.add_argument("--batch-timeout", type=float, default=0.01, help="seconds to wait for a batch to fill")
     p.add_argument("--quantize", choices=("none", "int8"), default="none", help="dynamic int8 on CPU")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the workers run the model (auto: a GPU when there is one)")  # fmt: skip
     p.add_argument("--api-key", default=os.environ.get("SEQ2SEQ_API_KEY"),
                    help="require this X-API-Key header (default: $SEQ2SEQ_API_KEY)")  # fmt: skip
     p.add_argument("--max-chars", type=int, default=1000, help="characters per text")
@@ -61,8 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--threads must be >= 0 (0: cores // workers)")
     if not 1024 <= args.port <= 65535:
         p.error("--port must be between 1024 and 65535")
-    if args.batch_timeout < 0 or (args.batch_timeout == 0 and args.max_batch_size > 1):
-        p.error("--batch-timeout must be > 0 with --max-batch-size > 1 (0 makes the idle server spin)")
+    if args.batch_timeout < 0:
+        p.error("--batch-timeout must be >= 0 (0: batch only what is already queued)")
     return args
 
 
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not Path(args.checkpoint).is_file():  # before the slow torch import
         fail(f"checkpoint {args.checkpoint} does not exist or is not a file")
-    metadata, error = check_checkpoint_isolated(args.checkpoint)
+    metadata, error = check_checkpoint_isolated(args.checkpoint, args.device, args.quantize)
     if error is not None:
         fail(error)
     if not port_free(args.host, args.port):
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     server = ls.LitServer(
         api,
-        accelerator="cpu",
+        accelerator=metadata["device"],  # "cpu" or "cuda", as resolved by the check
         workers_per_device=args.workers,
         timeout=args.timeout,
         model_metadata=metadata,
