@@ -5,10 +5,11 @@
 Starts ``python -m serve`` (as ``bench/load.py`` does) and loads the same checkpoint here with the
 worker's thread count. Each round and beam size measures, on the same Multi30k test sentences:
 
-1. in-process ``Translator.translate([s])``, one sentence at a time, and one HTTP client sending
-   the same sentences one by one: the p50 difference is the **HTTP overhead**;
-2. in-process ``translate`` of the same sentences in batches of 16, and 16 concurrent HTTP
-   clients (``bench/load.py``'s load): requests/s over sentences/s is the **16-client ratio**.
+1. in-process ``Translator.translate([s])``, one sentence at a time, alternating with one HTTP
+   client sending the same sentence: the p50 difference is the **HTTP overhead**;
+2. in-process ``translate`` of the same sentences in batches of 16 (before and after), and 16
+   concurrent HTTP clients (``bench/load.py``'s load) between: requests/s over the mean
+   in-process sentences/s is the **16-client ratio**.
 
 The clients run in this process and share the cores with the server; the CPU they use is
 printed (cores = CPU seconds / wall seconds). Medians over the rounds come last.
@@ -73,39 +74,47 @@ def p50_ms(times: list[float]) -> float:
 def one_round(translator: Translator, url: str, server_pid: int, texts: list[str], beam: int, args) -> dict:
     opts = {"beam_size": beam, "max_length": 256}  # the server's default max_length
     singles, batched = texts[: args.singles], texts[: args.batched]
-    local = []
-    for text in singles:
-        t0 = time.perf_counter()
-        translator.translate([text], **opts)
-        local.append(time.perf_counter() - t0)
-    remote = []
+    local, remote, health = [], [], []
     with httpx.Client(base_url=url, timeout=120) as http:
         http.post("/translate", json={"text": singles[0], "beam_size": beam}).raise_for_status()
-        for text in singles:
+        for text in singles:  # alternating, so that both see the same load on a shared machine
+            t0 = time.perf_counter()
+            translator.translate([text], **opts)
+            local.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             http.post("/translate", json={"text": text, "beam_size": beam}).raise_for_status()
             remote.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for i in range(0, len(batched), 16):
-        translator.translate(batched[i : i + 16], **opts)
-    local_sps = len(batched) / (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            http.get("/health").raise_for_status()  # a round trip that never reaches the worker
+            health.append(time.perf_counter() - t0)
 
+    def batches_of_16() -> float:
+        t0 = time.perf_counter()
+        for i in range(0, len(batched), 16):
+            translator.translate(batched[i : i + 16], **opts)
+        return len(batched) / (time.perf_counter() - t0)
+
+    before = batches_of_16()  # in-process before and after the HTTP load, to see the same machine
     server_pids = tree(server_pid)
     cpu0, server0, wall0 = time.process_time(), cpu_seconds(server_pids), time.perf_counter()
     loaded = asyncio.run(load(url, {}, batched, argparse.Namespace(**{**vars(args), "beam_size": beam})))
     wall = time.perf_counter() - wall0
+    client_cores = round((time.process_time() - cpu0) / wall, 2)
+    server_cores = round((cpu_seconds(server_pids) - server0) / wall, 2)
+    local_sps = (before + batches_of_16()) / 2
     row = {
         "beam": beam,
         "inprocess_p50_ms": p50_ms(local),
         "http_p50_ms": p50_ms(remote),
         "overhead_ms": round(p50_ms(remote) - p50_ms(local), 2),
+        "health_p50_ms": p50_ms(health),
         "inprocess_batch16_per_s": round(local_sps, 1),
         "http_clients_per_s": loaded["requests_per_s"],
         "ratio": round(loaded["requests_per_s"] / local_sps, 3),
         "errors": loaded["errors"],
         "http_clients_p50_ms": loaded["p50_ms"],
-        "client_cores": round((time.process_time() - cpu0) / wall, 2),
-        "server_cores": round((cpu_seconds(server_pids) - server0) / wall, 2),
+        "client_cores": client_cores,
+        "server_cores": server_cores,
     }
     return row
 
@@ -136,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{cores} cores, {threads} torch threads in-process and per server worker, {args.workers} worker(s), "
           f"{args.clients} clients; load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")  # fmt: skip
     print(f"{'beam':>4} {'in-proc p50':>11} {'HTTP p50':>9} {'overhead':>9} {'batch-16/s':>10} "
-          f"{f'{args.clients} clients/s':>13} {'ratio':>6} {'errors':>6} {'client cores':>12}")  # fmt: skip
+          f"{f'{args.clients} clients/s':>13} {'ratio':>6} {'errors':>6} {'client cores':>12} {'/health p50':>11}")  # fmt: skip
     summary = []
     for beam in args.beams:
         mine = [r for r in rows if r["beam"] == beam]
@@ -146,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{beam:>4} {med['inprocess_p50_ms']:>9.1f}ms {med['http_p50_ms']:>7.1f}ms "
               f"{med['overhead_ms']:>7.1f}ms {med['inprocess_batch16_per_s']:>10.1f} "
               f"{med['http_clients_per_s']:>13.1f} {med['ratio']:>6.2f} {med['errors']:>6} "
-              f"{med['client_cores']:>12.2f}")  # fmt: skip
+              f"{med['client_cores']:>12.2f} {med['health_p50_ms']:>9.2f}ms")  # fmt: skip
     print(f"medians over {args.rounds} rounds; overhead = HTTP p50 - in-process p50 (one client); "
           f"ratio = {args.clients}-client requests/s / in-process batch-16 sentences/s")  # fmt: skip
     if args.json:
