@@ -10,6 +10,7 @@ classes for FastAPI (the other annotations are strings).
 import hmac
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serve import metrics
 from serve.schemas import Hypothesis, TranslateRequest, TranslateResponse, TranslationOut
 
 if TYPE_CHECKING:
@@ -91,6 +93,7 @@ class TranslatorAPI(ls.LitAPI):
             raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key header")
 
     def decode_request(self, request: TranslateRequest) -> Job:
+        metrics.observe_queue_wait(request)
         options = DecodeOptions(
             beam_size=request.beam_size,
             n_best=request.n_best,
@@ -111,6 +114,7 @@ class TranslatorAPI(ls.LitAPI):
 
     def translate_jobs(self, jobs: list[Job]) -> "list[list[Translation]]":
         assert self.translator is not None, "setup() was not called"
+        began = time.perf_counter()
         groups: dict[DecodeOptions, list[int]] = {}
         for i, job in enumerate(jobs):
             groups.setdefault(job.options, []).append(i)
@@ -122,6 +126,7 @@ class TranslatorAPI(ls.LitAPI):
             for i in members:
                 results[i] = translations[start : start + len(jobs[i].texts)]
                 start += len(jobs[i].texts)
+        metrics.observe_batch(results, time.perf_counter() - began)
         return results
 
     def unbatch(self, output: "list[list[Translation]]") -> "list[list[Translation]]":
@@ -183,6 +188,8 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
     """FastAPI's handler, with a clearer word for a body that is not UTF-8 JSON."""
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
         exc = HTTPException(400, "the body could not be parsed: it must be UTF-8 encoded JSON")
+    elif exc.status_code == 504:  # LitServe's "Request timed out": it waited in the queue too long
+        exc = HTTPException(504, "the request waited longer than the server's --timeout for a worker: retry later")
     return await http_exception_handler(request, exc)
 
 

@@ -1,0 +1,106 @@
+"""Server logs as text or as JSON (``--log-format json``): one JSON object per line, and in JSON
+mode one line per HTTP request (method, path, status, texts, duration).
+
+The request line is written by a middleware; the number of texts is known only once FastAPI has
+validated the body, so the request model reports it with ``note(texts=...)`` into a per-request
+dict that the middleware holds in a context variable (validation runs inside the middleware's
+call). The formatter is a few lines of ``json.dumps``, no dependency needed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import time
+from contextvars import ContextVar
+from datetime import datetime, timezone
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access_logger = logging.getLogger("serve.access")
+
+_REQUEST_FIELDS: ContextVar[dict[str, Any] | None] = ContextVar("seq2seq_request_fields", default=None)
+
+
+def note(**fields: Any) -> None:
+    """Add fields to the current request's log line (no-op outside a logged request)."""
+    current = _REQUEST_FIELDS.get()
+    if current is not None:
+        current.update(fields)
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"time", "level", "logger", "message", ...}``; request lines add their own fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def logging_config(log_format: str, level: str) -> dict:
+    """``dictConfig`` for our loggers, and in JSON mode also uvicorn's and LitServe's (uvicorn
+    applies it again in ``LitServer.run``, so it is passed there as ``log_config``)."""
+    formatter = (
+        {"()": JsonFormatter}
+        if log_format == "json"
+        else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    )
+    ours = {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
+    loggers = {"serve": ours}
+    if log_format == "json":
+        loggers.update({name: ours for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "litserve")})
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+        },
+        "loggers": loggers,
+    }
+
+
+def configure(log_format: str, level: str) -> dict | None:
+    """Set up logging; return the ``log_config`` for uvicorn (None: keep uvicorn's own text logs)."""
+    config = logging_config(log_format, level)
+    logging.config.dictConfig(config)
+    return config if log_format == "json" else None
+
+
+class AccessLogMiddleware:
+    """One JSON line per request, replacing uvicorn's access log in JSON mode (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500  # 500: an exception escaped, Starlette answers it
+        fields: dict[str, Any] = {"texts": None}
+        token = _REQUEST_FIELDS.set(fields)
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            _REQUEST_FIELDS.reset(token)
+            fields = {"method": scope["method"], "path": scope["path"], "status": status, **fields}
+            fields["duration_ms"] = round(1000 * (time.perf_counter() - start), 2)
+            access_logger.info("%s %s %d", scope["method"], scope["path"], status, extra={"fields": fields})

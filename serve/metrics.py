@@ -1,0 +1,143 @@
+"""Prometheus metrics, summed over every process of the server, served at ``GET /metrics``.
+
+LitServe forks several HTTP processes and spawns the inference workers, so each process records
+into prometheus-client's multiprocess files and ``/metrics`` adds them up. ``serve.__main__`` sets
+``PROMETHEUS_MULTIPROC_DIR`` to a fresh directory before anything imports this module; without it
+(tests, scripts) the metrics simply stay in the process. The HTTP processes count requests by
+route and status (a middleware, so every route is counted, present or future), the workers count
+batches, texts and tokens, the main process counts worker restarts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from seq2seq.translator import Translation
+
+SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+REQUESTS = Counter(
+    "seq2seq_http_requests",
+    "HTTP requests answered, by method, route and status",
+    ["method", "path", "status"],
+)
+LATENCY = Histogram(
+    "seq2seq_http_request_duration_seconds",
+    "time from receiving a request to starting its response, by method and route",
+    ["method", "path"],
+    buckets=SECONDS,
+)
+IN_PROGRESS = Gauge(
+    "seq2seq_http_requests_in_progress", "HTTP requests being handled now", multiprocess_mode="livesum"
+)
+QUEUE_WAIT = Histogram(
+    "seq2seq_queue_wait_seconds", "time a request waited before an inference worker took it", buckets=SECONDS
+)
+BATCH_REQUESTS = Histogram(
+    "seq2seq_batch_requests", "requests an inference worker translated together", buckets=COUNTS
+)
+BATCH_TEXTS = Histogram(
+    "seq2seq_batch_texts", "texts an inference worker translated together", buckets=COUNTS
+)
+PREDICT = Histogram("seq2seq_batch_duration_seconds", "time to translate one batch", buckets=SECONDS)
+TEXTS = Counter("seq2seq_texts_translated", "texts (sentences) translated")
+TOKENS = Counter("seq2seq_tokens_translated", "subword tokens translated, source and target side", ["side"])
+WORKER_RESTARTS = Counter("seq2seq_worker_restarts", "inference workers restarted after they died")
+
+
+def route_path(scope: Scope) -> str:
+    """The route's template (``/translate``), never the raw URL: unknown paths share one label."""
+    return getattr(scope.get("route"), "path", None) or "unmatched"
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by method, route and status, and times it (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, started = time.perf_counter(), False
+
+        def record(status: int) -> None:
+            method, path = scope["method"], route_path(scope)
+            REQUESTS.labels(method, path, str(status)).inc()
+            LATENCY.labels(method, path).observe(time.perf_counter() - start)
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start" and not started:
+                started = True
+                record(message["status"])  # before the body: a client that got it sees the count
+            await send(message)
+
+        in_progress = IN_PROGRESS if scope["path"] != "/metrics" else None  # a scrape sees the others
+        if in_progress:
+            in_progress.inc()
+        try:
+            await self.app(scope, receive, send_and_record)
+        except BaseException:
+            if not started:
+                record(500)  # Starlette's outermost handler answers 500
+            raise
+        finally:
+            if in_progress:
+                in_progress.dec()
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """The Prometheus text format, summed over every process that wrote metrics."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# -- inference workers -----------------------------------------------------------------------
+def observe_queue_wait(request: Any) -> None:
+    """Queue wait of a request stamped ``_received_at`` (``time.monotonic``, system-wide on Linux)
+    in the HTTP process; called when a worker decodes it."""
+    received = getattr(request, "_received_at", None)
+    if received is not None:
+        QUEUE_WAIT.observe(max(0.0, time.monotonic() - received))
+
+
+def observe_batch(results: Sequence[Sequence[Translation]], seconds: float) -> None:
+    """One worker batch: its requests (one result list each), texts and subword tokens."""
+    BATCH_REQUESTS.observe(len(results))
+    translations = [t for result in results for t in result]
+    BATCH_TEXTS.observe(len(translations))
+    PREDICT.observe(seconds)
+    TEXTS.inc(len(translations))
+    TOKENS.labels("source").inc(sum(len(t.source_tokens) for t in translations))
+    TOKENS.labels("target").inc(sum(len(t.hypotheses[0].tokens) for t in translations if t.hypotheses))
+
+
+def add_metrics_route(app: FastAPI, authorize: Callable[..., Any]) -> None:
+    """``GET /metrics``, behind the API key like ``/info`` (Prometheus can send the header)."""
+    app.add_api_route(
+        "/metrics",
+        metrics_endpoint,
+        methods=["GET"],
+        dependencies=[Depends(authorize)],
+        response_class=Response,
+    )
