@@ -189,7 +189,7 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
         exc = HTTPException(400, "the body could not be parsed: it must be UTF-8 encoded JSON")
     elif exc.status_code == 504:  # LitServe's "Request timed out": it waited in the queue too long
-        exc = HTTPException(504, "the request waited longer than the server's --timeout for a worker: retry later")
+        exc = HTTPException(504, "the request waited longer than the server's --timeout: retry later")
     return await http_exception_handler(request, exc)
 
 

@@ -45,7 +45,7 @@ class SupervisedServer(ls.LitServer):
     """``LitServer`` whose inference workers are restarted when they die (see the module docstring)."""
 
     poll_s = 0.2  # how often the main process checks its workers and the HTTP processes the counters
-    max_setup_failures = 3  # restarts in a row that die or fail before ready: then give up
+    max_setup_failures = 3  # restarts in a row that die before ready: then give up (at once if setup raises)
     stop_grace_s = 1.0  # a worker that left cleanly (Ctrl+C reaches it too) is restarted only after this
 
     failure: str | None = None  # why the server gave up; None while it runs or after a normal stop
@@ -106,9 +106,12 @@ class SupervisedServer(ls.LitServer):
                     what = f"inference worker {worker_id} (pid {proc.pid}) {describe_exit(proc.exitcode)}"
                     if status != WorkerSetupStatus.READY:
                         setup_failures[index] += 1
-                        what += " before it was ready"
+                        what += f" before it was ready ({setup_failures[index]} times in a row)"
+                    if status == WorkerSetupStatus.ERROR:  # setup() raised: retrying would not help
+                        setup_failures[index] = self.max_setup_failures
+                        what = f"inference worker {worker_id} failed in setup (its error is logged above)"
                     if setup_failures[index] >= self.max_setup_failures:
-                        self.failure = f"{what}, {setup_failures[index]} times in a row: giving up"
+                        self.failure = f"{what}: giving up"
                         logger.error(self.failure)
                         self._shutdown_event.set()  # the main thread shuts down and exits non-zero
                         return

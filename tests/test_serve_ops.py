@@ -1,0 +1,358 @@
+"""Operating the server: dead workers, /metrics, JSON logs, the OpenAPI document, timeouts, SIGTERM.
+
+Two real ``python -m serve`` processes serve all the checks in order (the last checks stop them).
+Requests are held in flight by stopping the inference worker (SIGSTOP), never by sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from test_serve import MAX_LENGTH, Server, alive, descendants, same, start_server
+
+from seq2seq.corpus import generate_pairs
+from seq2seq.translator import Translator
+
+SMALL_LIMITS = {"max_chars": 64, "max_texts": 4, "max_beam": 3, "max_length": 32}  # quick schemathesis cases
+TIMEOUT_S = 3.0  # --timeout of the small server
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def wait_for(condition: Callable[[], object], what: str, deadline_s: float = 60.0) -> object:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {deadline_s} s waiting for {what}")
+
+
+def worker_pids(server: Server) -> list[int]:
+    """The live inference workers: the spawned children (the resource tracker is not spawn_main)."""
+    pids = []
+    for pid in descendants(server.proc.pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes() and alive(pid):
+                pids.append(pid)
+        except OSError:
+            continue
+    return sorted(pids)
+
+
+def scrape(server: Server) -> dict[tuple, float]:
+    """``/metrics`` parsed by prometheus_client: {(sample name, sorted labels): value}."""
+    r = httpx.get(f"{server.url}/metrics", timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain"), r.text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+
+
+def value(metrics: dict[tuple, float], name: str, **labels: str) -> float:
+    return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def delta(before: dict, after: dict, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+def signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        os.kill(pid, sig)
+
+
+def in_background(server: Server, payloads: list[dict]) -> list[Future]:
+    """POST each payload to /translate from its own thread: futures of (response, when answered)."""
+
+    def post(payload: dict) -> tuple[httpx.Response, float]:
+        r = httpx.post(f"{server.url}/translate", json=payload, timeout=90)
+        return r, time.monotonic()
+
+    pool = ThreadPoolExecutor(len(payloads))
+    futures = [pool.submit(post, p) for p in payloads]
+    pool.shutdown(wait=False)
+    return futures
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def translator(tiny_checkpoint: Path) -> Translator:
+    return Translator.from_checkpoint(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def sentences() -> list[str]:
+    return list(dict.fromkeys(src for src, _ in generate_pairs("en", "fr", 300, seed=5)))[:96]
+
+
+@pytest.fixture(scope="module")
+def model_copy(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy the last check may break, to make a restart impossible."""
+    path = tmp_path_factory.mktemp("model") / "model.ckpt"
+    shutil.copyfile(tiny_checkpoint, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ops_server(model_copy: Path, tmp_path_factory: pytest.TempPathFactory):
+    s = start_server(
+        model_copy, tmp_path_factory.mktemp("ops"), "--workers", "2", "--threads", "1",
+        "--log-format", "json", "--log-level", "info",
+    )  # fmt: skip
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def small_server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    limits = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL_LIMITS.items()]
+    s = start_server(
+        tiny_checkpoint,
+        tmp_path_factory.mktemp("small"),
+        "--threads",
+        "1",
+        "--timeout",
+        str(TIMEOUT_S),
+        *limits,
+    )
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def traffic(ops_server: Server, translator: Translator, sentences) -> dict:
+    """Known requests, each on a new connection (so both HTTP processes serve some), and the
+    metrics before and after them."""
+    url = ops_server.url
+    before = scrape(ops_server)
+    sizes = [1, 2, 3, 4]
+    batches = [sentences[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(len(sizes))]
+    for texts in batches:
+        r = httpx.post(f"{url}/translate", json={"texts": texts, "beam_size": 2}, timeout=60)
+        assert r.status_code == 200, r.text
+    for _ in range(3):
+        assert httpx.post(f"{url}/translate", json={}).status_code == 422
+    for _ in range(2):
+        assert httpx.post(f"{url}/translate", content=b'{"text": "one"}').status_code == 415
+    assert httpx.get(f"{url}/info").status_code == 200
+    assert httpx.get(f"{url}/no-such-page").status_code == 404
+    posts = ("POST", "/translate")
+    after = wait_for(
+        lambda: (
+            (m := scrape(ops_server))
+            and delta(
+                before, m, "seq2seq_http_request_duration_seconds_count", method=posts[0], path=posts[1]
+            )
+            == 9
+            and m
+        ),
+        "the HTTP metrics of 9 POST /translate",
+    )
+    reference = [translator.translate(texts, beam_size=2, max_length=MAX_LENGTH) for texts in batches]
+    return {"before": before, "after": after, "sizes": sizes, "reference": reference}
+
+
+# -- the ops server: 2 workers, JSON logs ---------------------------------------------------------
+def test_two_workers_translate_correctly_under_load(ops_server: Server, translator: Translator, sentences):
+    """64 simultaneous requests with mixed options over 2 workers: each gets its own translation."""
+    option_sets = [{"beam_size": 1}, {"beam_size": 3, "n_best": 2}, {"beam_size": 2, "length_penalty": 1.0}]
+    jobs = list(zip(sentences[:64], itertools.cycle(range(len(option_sets)))))
+    reference = {}
+    for k, options in enumerate(option_sets):
+        mine = [text for text, j in jobs if j == k]
+        reference.update(zip(mine, translator.translate(mine, max_length=MAX_LENGTH, **options), strict=True))
+
+    async def run_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=ops_server.url, timeout=120) as client:
+            return await asyncio.gather(
+                *(client.post("/translate", json={"text": t, **option_sets[k]}) for t, k in jobs)
+            )
+
+    responses = asyncio.run(run_all())
+    assert [r.status_code for r in responses] == [200] * len(jobs)
+    for (text, k), r in zip(jobs, responses, strict=True):
+        same(r.json()["translations"][0], reference[text], option_sets[k].get("n_best", 1))
+
+
+def test_metrics_count_known_traffic(traffic: dict) -> None:
+    before, after = traffic["before"], traffic["after"]
+    expected = {
+        ("POST", "/translate", "200"): 4,
+        ("POST", "/translate", "422"): 3,
+        ("POST", "/translate", "415"): 2,
+        ("GET", "/info", "200"): 1,
+        ("GET", "unmatched", "404"): 1,
+    }
+    for (method, path, status), count in expected.items():
+        got = delta(before, after, "seq2seq_http_requests_total", method=method, path=path, status=status)
+        assert got == count, (method, path, status)
+    translations = [t for batch in traffic["reference"] for t in batch]
+    assert (
+        delta(before, after, "seq2seq_texts_translated_total") == len(translations) == sum(traffic["sizes"])
+    )
+    source = sum(len(t.source_tokens) for t in translations)
+    target = sum(len(t.hypotheses[0].tokens) for t in translations)
+    assert delta(before, after, "seq2seq_tokens_translated_total", side="source") == source
+    assert delta(before, after, "seq2seq_tokens_translated_total", side="target") == target
+    assert delta(before, after, "seq2seq_queue_wait_seconds_count") == 4  # one per translated request
+    assert delta(before, after, "seq2seq_batch_requests_sum") == 4
+    assert delta(before, after, "seq2seq_batch_texts_sum") == sum(traffic["sizes"])
+    assert delta(before, after, "seq2seq_batch_duration_seconds_count") == delta(
+        before, after, "seq2seq_batch_requests_count"
+    )
+    # the histogram's buckets are cumulative and end with every request
+    post = {"method": "POST", "path": "/translate"}
+    assert value(after, "seq2seq_http_request_duration_seconds_bucket", **post, le="+Inf") == value(
+        after, "seq2seq_http_request_duration_seconds_count", **post
+    )
+    assert value(after, "seq2seq_worker_restarts_total") == 0
+    assert value(after, "seq2seq_http_requests_in_progress") == 0
+
+
+def test_json_log_has_one_line_per_request(ops_server: Server, traffic: dict) -> None:
+    lines = [json.loads(line) for line in ops_server.log.read_text().splitlines() if line.startswith("{")]
+    requests = [e for e in lines if e["logger"] == "serve.access"]
+    translated = sorted(e["texts"] for e in requests if e["path"] == "/translate" and e["status"] == 200)
+    assert set(traffic["sizes"]) <= set(translated)
+    assert (
+        sum(1 for e in requests if e["path"] == "/translate" and e["status"] == 422 and e["texts"] is None)
+        >= 3
+    )
+    (missing,) = [e for e in requests if e["path"] == "/no-such-page"]
+    assert (missing["method"], missing["status"]) == ("GET", 404)
+    assert all(isinstance(e["duration_ms"], float) and e["duration_ms"] >= 0 for e in requests)
+    assert all(e["level"] in ("info", "warning", "error") for e in lines)  # uvicorn's lines too
+
+
+def test_dead_workers_are_restarted_and_their_requests_get_503(
+    ops_server: Server, translator: Translator, sentences
+) -> None:
+    """SIGKILL both workers (as the OOM killer would) while they translate 8 requests."""
+    # the tiny model repeats itself up to max_length on this: seconds of work for 8 such requests
+    slow = {"texts": ["hello there " * 80] * 2, "beam_size": 10}
+    pids = worker_pids(ops_server)
+    assert len(pids) == 2
+    before = scrape(ops_server)
+    signal_all(pids, signal.SIGSTOP)  # queue all 8 first, so that the workers take them together
+    try:
+        pending = in_background(ops_server, [slow] * 8)
+        wait_for(lambda: value(scrape(ops_server), "seq2seq_http_requests_in_progress") == 8, "8 requests")
+    finally:
+        signal_all(pids, signal.SIGCONT)
+    wait_for(
+        lambda: delta(before, scrape(ops_server), "seq2seq_queue_wait_seconds_count") == 8,
+        "the workers to take all 8 requests",
+    )
+    signal_all(pids, signal.SIGKILL)
+    killed = time.monotonic()
+    health: list[int] = []
+    wait_for(
+        lambda: (
+            health.append(httpx.get(f"{ops_server.url}/health").status_code)
+            or health[-1] == 200
+            and 503 in health
+        ),
+        "/health to answer 503 and then 200",
+        120,
+    )
+    for r, answered in (f.result(timeout=60) for f in pending):
+        assert r.status_code == 503, r.text
+        assert "worker died" in r.json()["detail"] and r.headers["retry-after"] == "5"
+        assert answered - killed < 5.0  # at once, not after the 30 s timeout
+    new_pids = worker_pids(ops_server)
+    assert len(new_pids) == 2 and not set(new_pids) & set(pids)
+    r = httpx.post(f"{ops_server.url}/translate", json={"texts": sentences[:3], "beam_size": 3}, timeout=60)
+    assert r.status_code == 200
+    reference = translator.translate(sentences[:3], beam_size=3, max_length=MAX_LENGTH)
+    for served, ref in zip(r.json()["translations"], reference, strict=True):
+        same(served, ref)
+    assert value(scrape(ops_server), "seq2seq_worker_restarts_total") == 2
+    assert "Traceback" not in ops_server.stderr()
+
+
+def test_a_worker_that_cannot_restart_stops_the_server_with_one_line(ops_server: Server, model_copy: Path):
+    model_copy.write_bytes(b"not a checkpoint any more")
+    family = descendants(ops_server.proc.pid)
+    os.kill(worker_pids(ops_server)[0], signal.SIGKILL)
+    assert ops_server.proc.wait(timeout=120) == 1, ops_server.stderr()
+    last = ops_server.stderr().strip().splitlines()[-1]
+    assert last.startswith("seq2seq-serve: error: inference worker") and "giving up" in last, last
+    assert "EOFError" not in ops_server.stderr()
+    wait_for(lambda: not [p for p in family if alive(p)], "the server's processes to exit", 30)
+
+
+# -- the small server: 1 worker, --timeout 3, small limits -----------------------------------------
+def test_openapi_documents_what_the_server_answers(small_server: Server) -> None:
+    doc = httpx.get(f"{small_server.url}/openapi.json").json()
+    translate = doc["paths"]["/translate"]["post"]["responses"]
+    assert set(translate) == {"200", "400", "413", "415", "422", "503", "504"}  # no key set: no 401
+    assert translate["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ValidationErrors")
+    for path in ("/", "/health", "/metrics"):
+        for response in doc["paths"][path]["get"]["responses"].values():
+            assert next(iter(response["content"])).startswith("text/plain"), path
+    request = doc["components"]["schemas"]["TranslateRequest"]
+    assert request["properties"]["beam_size"]["maximum"] == SMALL_LIMITS["max_beam"]
+    assert [b["required"] for b in request["allOf"][0]["oneOf"]] == [["text"], ["texts"]]
+    assert httpx.get(f"{small_server.url}/health").headers["content-type"].startswith("text/plain")
+
+
+def test_schemathesis_finds_no_failures(small_server: Server, tmp_path: Path) -> None:
+    """Every check, on generated valid and invalid requests for every documented route."""
+    cli = Path(sys.executable).with_name("schemathesis")
+    cmd = [str(cli), "run", f"{small_server.url}/openapi.json", "--checks", "all", "--max-examples", "60",
+           "--seed", "1", "--no-color", "--request-timeout", "30", "--generation-database", "none"]  # fmt: skip
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "No issues found" in run.stdout
+
+
+def test_queue_timeout_answers_504_json(small_server: Server) -> None:
+    (worker,) = worker_pids(small_server)
+    os.kill(worker, signal.SIGSTOP)  # nobody takes the request off the queue
+    try:
+        (pending,) = in_background(small_server, [{"text": "seven", "beam_size": 1}])
+        wait_for(lambda: value(scrape(small_server), "seq2seq_http_requests_in_progress") == 1, "the request")
+        time.sleep(TIMEOUT_S + 0.2)  # the condition under test: it outwaits --timeout in the queue
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    r, _ = pending.result(timeout=60)
+    assert r.status_code == 504 and r.headers["content-type"] == "application/json"
+    assert "--timeout" in r.json()["detail"]
+    assert httpx.post(f"{small_server.url}/translate", json={"text": "seven"}, timeout=60).status_code == 200
+
+
+def test_sigterm_lets_accepted_requests_finish(small_server: Server, translator: Translator, sentences):
+    texts = [t for t in sentences if len(t) <= SMALL_LIMITS["max_chars"]][:8]
+    (worker,) = worker_pids(small_server)
+    family = descendants(small_server.proc.pid)
+    os.kill(worker, signal.SIGSTOP)  # hold all 8 in flight
+    try:
+        pending = in_background(small_server, [{"text": t, "beam_size": 2} for t in texts])
+        wait_for(lambda: value(scrape(small_server), "seq2seq_http_requests_in_progress") == 8, "8 requests")
+        small_server.proc.send_signal(signal.SIGTERM)
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    reference = translator.translate(texts, beam_size=2, max_length=SMALL_LIMITS["max_length"])
+    for (r, _), ref in zip((f.result(timeout=60) for f in pending), reference, strict=True):
+        assert r.status_code == 200, r.text
+        same(r.json()["translations"][0], ref)
+    assert small_server.proc.wait(timeout=60) == 0, small_server.stderr()
+    wait_for(lambda: not [p for p in family if alive(p)], "the server's processes to exit", 30)
+    assert "Traceback" not in small_server.stderr()
