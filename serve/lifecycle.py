@@ -20,11 +20,12 @@ import multiprocessing as mp
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 import litserve as ls
 from fastapi import FastAPI, HTTPException
-from litserve.utils import LitAPIStatus, WorkerSetupStatus
+from litserve.utils import LitAPIStatus, ResponseBufferItem, WorkerSetupStatus
 
 from serve import metrics
 
@@ -60,6 +61,7 @@ class SupervisedServer(ls.LitServer):
         )
         # deaths per worker index, written here and read by the HTTP processes forked after this
         self._deaths = mp.RawArray("i", n_workers)
+        self._no_workers = mp.RawValue("b", 0)  # set when shutting down and every worker is gone
         self._stopping = False
         return manager
 
@@ -86,43 +88,53 @@ class SupervisedServer(ls.LitServer):
     def _supervise(self) -> None:
         setup_failures = [0] * len(self.inference_workers)
         left_at: dict[int, float] = {}  # workers that exited with status 0, and when it was seen
+        gone: set[int] = set()  # workers that died during shutdown
         try:
-            while not self._stopping:
+            while len(gone) < len(self.inference_workers):
                 for index, proc in enumerate(self.inference_workers):
-                    status = self._status(index)
                     if proc.is_alive():
-                        if status == WorkerSetupStatus.READY:
+                        if self._status(index) == WorkerSetupStatus.READY:
                             setup_failures[index] = 0
                         continue
+                    if self._stopping:  # no restart, but no request waits for a worker that is gone
+                        if index not in gone:
+                            gone.add(index)
+                            self._deaths[index] += 1
+                        continue
+                    status = self._status(index)
                     if proc.exitcode == 0 and status == WorkerSetupStatus.READY:
                         # it left its loop on SIGINT or a sentinel: a shutdown is probably under way
                         if time.monotonic() - left_at.setdefault(index, time.monotonic()) < self.stop_grace_s:
                             continue
                     left_at.pop(index, None)
-                    if self._stopping:
-                        return
                     self._deaths[index] += 1  # the HTTP processes fail its requests with 503
-                    _, worker_id = self._locate(index)
-                    what = f"inference worker {worker_id} (pid {proc.pid}) {describe_exit(proc.exitcode)}"
-                    if status != WorkerSetupStatus.READY:
-                        setup_failures[index] += 1
-                        what += f" before it was ready ({setup_failures[index]} times in a row)"
-                    if status == WorkerSetupStatus.ERROR:  # setup() raised: retrying would not help
-                        setup_failures[index] = self.max_setup_failures
-                        what = f"inference worker {worker_id} failed in setup (its error is logged above)"
-                    if setup_failures[index] >= self.max_setup_failures:
-                        self.failure = f"{what}: giving up"
-                        logger.error(self.failure)
-                        self._shutdown_event.set()  # the main thread shuts down and exits non-zero
+                    if not self._restart(index, proc, status, setup_failures):
                         return
-                    logger.error("%s; restarting it", what)
-                    metrics.WORKER_RESTARTS.inc()
-                    lit_api, _ = self._locate(index)
-                    self.inference_workers[index] = self.launch_single_inference_worker(lit_api, worker_id)
                 time.sleep(self.poll_s)
+            self._no_workers.value = 1  # queued requests too: nobody will take them
         except Exception:  # a broken Manager (shutdown under way); never let the thread die silently
             if not self._stopping:
                 logger.exception("worker supervision stopped")
+
+    def _restart(self, index: int, proc: mp.Process, status: str | None, setup_failures: list[int]) -> bool:
+        """Restart a dead worker, or give up (False) and make the server stop with ``failure``."""
+        lit_api, worker_id = self._locate(index)
+        what = f"inference worker {worker_id} (pid {proc.pid}) {describe_exit(proc.exitcode)}"
+        if status != WorkerSetupStatus.READY:
+            setup_failures[index] += 1
+            what += f" before it was ready ({setup_failures[index]} times in a row)"
+        if status == WorkerSetupStatus.ERROR:  # setup() raised: retrying would not help
+            setup_failures[index] = self.max_setup_failures
+            what = f"inference worker {worker_id} failed in setup (its error is logged above)"
+        if setup_failures[index] >= self.max_setup_failures:
+            self.failure = f"{what}: giving up"
+            logger.error(self.failure)
+            self._shutdown_event.set()  # the main thread shuts down, then exits non-zero
+            return False
+        logger.error("%s; restarting it", what)
+        metrics.WORKER_RESTARTS.inc()
+        self.inference_workers[index] = self.launch_single_inference_worker(lit_api, worker_id)
+        return True
 
     # -- HTTP processes -------------------------------------------------------------------
     @asynccontextmanager
@@ -135,13 +147,13 @@ class SupervisedServer(ls.LitServer):
                 watcher.cancel()
 
     async def _fail_orphaned_requests(self) -> None:
-        """Answer 503 to the requests a dead worker had taken.
+        """Answer 503 to the requests a dead worker had taken, and to all once every worker is gone.
 
         Only requests taken before the death can match: the restarted worker (same id) takes
         requests only once its model is loaded, seconds after the counter changed.
         """
         seen = list(self._deaths)
-        error = HTTPException(
+        died = HTTPException(
             503,
             "the inference worker died while translating this request (out of memory?); "
             "it is being restarted, retry in a few seconds",
@@ -149,15 +161,20 @@ class SupervisedServer(ls.LitServer):
         )
         while True:
             await asyncio.sleep(self.poll_s)
+            if self._no_workers.value:
+                self._fail(lambda item: True, HTTPException(503, "the server is shutting down"))
+                continue
             for index, deaths in enumerate(self._deaths):
-                if deaths == seen[index]:
-                    continue
-                seen[index] = deaths
-                # worker ids are per LitAPI; with several LitAPIs this may also fail a twin's requests
-                _, worker_id = self._locate(index)
-                for item in list(self.response_buffer.values()):
-                    if item.worker_id == worker_id and not item.event.is_set():
-                        item.response = (error, LitAPIStatus.ERROR)
-                        if item.response_queue is not None:  # a streaming request
-                            item.response_queue.append((error, LitAPIStatus.ERROR))
-                        item.event.set()
+                if deaths != seen[index]:
+                    seen[index] = deaths
+                    # worker ids are per LitAPI; with several LitAPIs this may also fail a twin's requests
+                    _, worker_id = self._locate(index)
+                    self._fail(lambda item, w=worker_id: item.worker_id == w, died)
+
+    def _fail(self, which: Callable[[ResponseBufferItem], bool], error: HTTPException) -> None:
+        for item in list(self.response_buffer.values()):
+            if which(item) and not item.event.is_set():
+                item.response = (error, LitAPIStatus.ERROR)
+                if item.response_queue is not None:  # a streaming request
+                    item.response_queue.append((error, LitAPIStatus.ERROR))
+                item.event.set()
