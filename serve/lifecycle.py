@@ -92,8 +92,8 @@ class SupervisedServer(ls.LitServer):
         try:
             while len(gone) < len(self.inference_workers):
                 for index, proc in enumerate(self.inference_workers):
-                    if proc.is_alive():
-                        if self._status(index) == WorkerSetupStatus.READY:
+                    if proc.is_alive():  # (the status is a Manager call: only asked when needed)
+                        if setup_failures[index] and self._status(index) == WorkerSetupStatus.READY:
                             setup_failures[index] = 0
                         continue
                     if self._stopping:  # no restart, but no request waits for a worker that is gone

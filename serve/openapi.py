@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve.api import OPEN_PATHS
 from serve.lifecycle import RETRY_AFTER_S
 
 
@@ -120,6 +121,7 @@ def document(app: FastAPI, worker_paths: Iterable[str], authorize: Callable | No
             route.path
             for route in app.routes
             if authorize is not None
+            and route.path not in OPEN_PATHS  # the key check lets these through
             and isinstance(route, APIRoute)
             and any(d.call == authorize for d in route.dependant.dependencies)
         }

@@ -385,6 +385,14 @@ def test_api_key_is_required_when_set(keyed_server: Server) -> None:
     assert httpx.get(f"{keyed_server.url}/health").status_code == 200  # probes need no key
     ok = httpx.post(url, json=payload, headers={"X-API-Key": "s3cret"})
     assert ok.status_code == 200 and ok.json()["translations"][0]["text"]
+    # /metrics is behind the key too, and the OpenAPI document says which routes answer 401
+    assert httpx.get(f"{keyed_server.url}/metrics").status_code == 401
+    assert httpx.get(f"{keyed_server.url}/metrics", headers={"X-API-Key": "s3cret"}).status_code == 200
+    paths = httpx.get(f"{keyed_server.url}/openapi.json", headers={"X-API-Key": "s3cret"}).json()["paths"]
+    assert (
+        "401" in paths["/translate"]["post"]["responses"] and "401" in paths["/metrics"]["get"]["responses"]
+    )
+    assert "401" not in paths["/health"]["get"]["responses"]
 
 
 def test_int8_server_translates_like_int8_translator(
