@@ -146,8 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         model_metadata=metadata,
         # worst case: every character a 6-byte JSON escape, plus room for the options
         max_payload_size=args.max_texts * (6 * args.max_chars + 8) + 65536,
-        middlewares=[(metrics.MetricsMiddleware, {})]
-        + ([(logs.AccessLogMiddleware, {})] if args.log_format == "json" else []),
+        middlewares=[(metrics.MetricsMiddleware, {"access_log": args.log_format == "json"})],
     )
     install_error_handlers(server.app)
     metrics.add_metrics_route(server.app, api.authorize)

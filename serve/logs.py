@@ -1,10 +1,11 @@
 """Server logs as text or as JSON (``--log-format json``): one JSON object per line, and in JSON
 mode one line per HTTP request (method, path, status, texts, duration).
 
-The request line is written by a middleware; the number of texts is known only once FastAPI has
-validated the body, so the request model reports it with ``note(texts=...)`` into a per-request
-dict that the middleware holds in a context variable (validation runs inside the middleware's
-call). The formatter is a few lines of ``json.dumps``, no dependency needed.
+The request line is written by the metrics middleware (``serve/metrics.py``, one pass for both);
+the number of texts is known only once FastAPI has validated the body, so the request model
+reports it with ``note(texts=...)`` into a per-request dict held in a context variable
+(validation runs inside the middleware's call). The formatter is a few lines of ``json.dumps``,
+no dependency needed.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 access_logger = logging.getLogger("serve.access")
 
@@ -77,30 +79,25 @@ def configure(log_format: str, level: str) -> dict | None:
     return config if log_format == "json" else None
 
 
-class AccessLogMiddleware:
-    """One JSON line per request, replacing uvicorn's access log in JSON mode (pure ASGI)."""
+@contextmanager
+def request_fields() -> Iterator[dict[str, Any]]:
+    """The fields ``note`` adds to the request being handled inside this block."""
+    fields: dict[str, Any] = {"texts": None}
+    token = _REQUEST_FIELDS.set(fields)
+    try:
+        yield fields
+    finally:
+        _REQUEST_FIELDS.reset(token)
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start, status = time.perf_counter(), 500  # 500: an exception escaped, Starlette answers it
-        fields: dict[str, Any] = {"texts": None}
-        token = _REQUEST_FIELDS.set(fields)
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            _REQUEST_FIELDS.reset(token)
-            fields = {"method": scope["method"], "path": scope["path"], "status": status, **fields}
-            fields["duration_ms"] = round(1000 * (time.perf_counter() - start), 2)
-            access_logger.info("%s %s %d", scope["method"], scope["path"], status, extra={"fields": fields})
+def log_request(scope: Scope, status: int, seconds: float, fields: dict[str, Any]) -> None:
+    """The request's line: method, path, status, its noted fields (texts) and duration."""
+    method, path = scope["method"], scope["path"]
+    fields = {
+        "method": method,
+        "path": path,
+        "status": status,
+        **fields,
+        "duration_ms": round(1000 * seconds, 2),
+    }
+    access_logger.info("%s %s %d", method, path, status, extra={"fields": fields})

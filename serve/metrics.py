@@ -27,6 +27,8 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve import logs
+
 if TYPE_CHECKING:
     from seq2seq.translator import Translation
 
@@ -68,41 +70,46 @@ def route_path(scope: Scope) -> str:
 
 
 class MetricsMiddleware:
-    """Counts every HTTP request by method, route and status, and times it (pure ASGI)."""
+    """Counts and times every HTTP request by method, route and status; with ``access_log``, also
+    writes its log line (``serve/logs.py``). Pure ASGI, one pass for both."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, access_log: bool = False) -> None:
         self.app = app
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start, started = time.perf_counter(), False
+        start, status = time.perf_counter(), None
 
-        def record(status: int) -> None:
+        def record(code: int) -> None:
+            nonlocal status
+            status = code
             method, path = scope["method"], route_path(scope)
-            REQUESTS.labels(method, path, str(status)).inc()
+            REQUESTS.labels(method, path, str(code)).inc()
             LATENCY.labels(method, path).observe(time.perf_counter() - start)
 
         async def send_and_record(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start" and not started:
-                started = True
+            if message["type"] == "http.response.start" and status is None:
                 record(message["status"])  # before the body: a client that got it sees the count
             await send(message)
 
-        in_progress = IN_PROGRESS if scope["path"] != "/metrics" else None  # a scrape sees the others
-        if in_progress:
-            in_progress.inc()
-        try:
-            await self.app(scope, receive, send_and_record)
-        except BaseException:
-            if not started:
-                record(500)  # Starlette's outermost handler answers 500
-            raise
-        finally:
-            if in_progress:
-                in_progress.dec()
+        watched = scope["path"] != "/metrics"  # a scrape sees the requests in progress but itself
+        if watched:
+            IN_PROGRESS.inc()
+        with logs.request_fields() as fields:
+            try:
+                await self.app(scope, receive, send_and_record)
+            except BaseException:
+                if status is None:
+                    record(500)  # Starlette's outermost handler answers 500
+                raise
+            finally:
+                if watched:
+                    IN_PROGRESS.dec()
+                if self.access_log:
+                    logs.log_request(scope, status or 500, time.perf_counter() - start, fields)
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -208,16 +208,14 @@ def test_attention_is_returned_on_request(server: Server, translator: Translator
     assert torch.allclose(att, torch.tensor(ref.hypotheses[0].attention), atol=1e-4)
 
 
-def test_concurrent_requests_get_their_own_translations(
-    server: Server, translator: Translator, sentences
-) -> None:
-    """64 simultaneous requests, three option sets mixed: each answer belongs to its request."""
+def check_concurrent_translations(server: Server, translator: Translator, texts: list[str]) -> None:
+    """One simultaneous request per text, three option sets mixed: each answer belongs to its request."""
     option_sets = [
         {"beam_size": 1},
         {"beam_size": 3, "n_best": 2},
         {"beam_size": 2, "length_penalty": 1.0},
     ]
-    jobs = list(zip(sentences, itertools.cycle(range(len(option_sets)))))
+    jobs = list(zip(texts, itertools.cycle(range(len(option_sets)))))
     reference = {}
     for k, options in enumerate(option_sets):
         mine = [text for text, j in jobs if j == k]
@@ -234,6 +232,12 @@ def test_concurrent_requests_get_their_own_translations(
     assert [r.status_code for r in responses] == [200] * len(jobs)
     for (text, k), r in zip(jobs, responses, strict=True):
         same(r.json()["translations"][0], reference[text], option_sets[k].get("n_best", 1))
+
+
+def test_concurrent_requests_get_their_own_translations(
+    server: Server, translator: Translator, sentences
+) -> None:
+    check_concurrent_translations(server, translator, sentences)
 
 
 def test_predict_groups_requests_by_options(tiny_checkpoint: Path, translator: Translator, sentences) -> None:

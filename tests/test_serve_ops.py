@@ -6,8 +6,6 @@ Requests are held in flight by stopping the inference worker (SIGSTOP), never by
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
 import os
 import shutil
@@ -22,7 +20,15 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_serve import MAX_LENGTH, Server, alive, descendants, same, start_server
+from test_serve import (
+    MAX_LENGTH,
+    Server,
+    alive,
+    check_concurrent_translations,
+    descendants,
+    same,
+    start_server,
+)
 
 from seq2seq.corpus import generate_pairs
 from seq2seq.translator import Translator
@@ -172,23 +178,7 @@ def traffic(ops_server: Server, translator: Translator, sentences) -> dict:
 # -- the ops server: 2 workers, JSON logs ---------------------------------------------------------
 def test_two_workers_translate_correctly_under_load(ops_server: Server, translator: Translator, sentences):
     """64 simultaneous requests with mixed options over 2 workers: each gets its own translation."""
-    option_sets = [{"beam_size": 1}, {"beam_size": 3, "n_best": 2}, {"beam_size": 2, "length_penalty": 1.0}]
-    jobs = list(zip(sentences[:64], itertools.cycle(range(len(option_sets)))))
-    reference = {}
-    for k, options in enumerate(option_sets):
-        mine = [text for text, j in jobs if j == k]
-        reference.update(zip(mine, translator.translate(mine, max_length=MAX_LENGTH, **options), strict=True))
-
-    async def run_all() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=ops_server.url, timeout=120) as client:
-            return await asyncio.gather(
-                *(client.post("/translate", json={"text": t, **option_sets[k]}) for t, k in jobs)
-            )
-
-    responses = asyncio.run(run_all())
-    assert [r.status_code for r in responses] == [200] * len(jobs)
-    for (text, k), r in zip(jobs, responses, strict=True):
-        same(r.json()["translations"][0], reference[text], option_sets[k].get("n_best", 1))
+    check_concurrent_translations(ops_server, translator, sentences[:64])
 
 
 def test_metrics_count_known_traffic(traffic: dict) -> None:
