@@ -235,21 +235,18 @@ def test_dead_workers_are_restarted_and_their_requests_get_503(
     ops_server: Server, translator: Translator, sentences
 ) -> None:
     """SIGKILL both workers (as the OOM killer would) while they translate 8 requests."""
-    # the tiny model repeats itself up to max_length on this: seconds of work for 8 such requests
+    # the tiny model repeats itself up to max_length on this: about a second per request
     slow = {"texts": ["hello there " * 80] * 2, "beam_size": 10}
     pids = worker_pids(ops_server)
     assert len(pids) == 2
     before = scrape(ops_server)
-    signal_all(pids, signal.SIGSTOP)  # queue all 8 first, so that the workers take them together
-    try:
-        pending = in_background(ops_server, [slow] * 8)
-        wait_for(lambda: value(scrape(ops_server), "seq2seq_http_requests_in_progress") == 8, "8 requests")
-    finally:
-        signal_all(pids, signal.SIGCONT)
+    pending = in_background(ops_server, [slow] * 8)
     wait_for(
         lambda: delta(before, scrape(ops_server), "seq2seq_queue_wait_seconds_count") == 8,
         "the workers to take all 8 requests",
     )
+    signal_all(pids, signal.SIGSTOP)  # freeze them mid-batch, to count what they had finished
+    finished = delta(before, scrape(ops_server), "seq2seq_batch_requests_sum")
     signal_all(pids, signal.SIGKILL)
     killed = time.monotonic()
     health: list[int] = []
@@ -262,10 +259,14 @@ def test_dead_workers_are_restarted_and_their_requests_get_503(
         "/health to answer 503 and then 200",
         120,
     )
-    for r, answered in (f.result(timeout=60) for f in pending):
+    answers = [f.result(timeout=60) for f in pending]
+    died = [(r, at) for r, at in answers if r.status_code != 200]
+    assert len(died) >= max(1, 8 - finished), [r.status_code for r, _ in answers]  # the last taken, at least
+    for r, answered in died:
         assert r.status_code == 503, r.text
         assert "worker died" in r.json()["detail"] and r.headers["retry-after"] == "5"
         assert answered - killed < 5.0  # at once, not after the 30 s timeout
+    assert all(at < killed for r, at in answers if r.status_code == 200)  # finished before the kill
     new_pids = worker_pids(ops_server)
     assert len(new_pids) == 2 and not set(new_pids) & set(pids)
     r = httpx.post(f"{ops_server.url}/translate", json={"texts": sentences[:3], "beam_size": 3}, timeout=60)
