@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
+from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.api import OPEN_PATHS
@@ -84,9 +85,17 @@ PLAIN = {  # LitServe's own routes and /metrics answer text
         )
     },
 }
-INFO = {"200": {"description": "model metadata and server settings", "content": {"application/json": {
-    "schema": {"type": "object", "required": ["model", "server"],
-               "properties": {"model": {"type": "object"}, "server": {"type": "object"}}}}}}}  # fmt: skip
+INFO_SCHEMA = {
+    "type": "object",
+    "required": ["model", "server"],
+    "properties": {"model": {"type": "object"}, "server": {"type": "object"}},
+}
+INFO = {
+    "200": {
+        "description": "model metadata and server settings",
+        "content": {"application/json": {"schema": INFO_SCHEMA}},
+    }
+}
 
 
 class PlainTextDefault:
@@ -126,8 +135,11 @@ def document(app: FastAPI, worker_paths: Iterable[str], authorize: Callable | No
             and any(d.call == authorize for d in route.dependant.dependencies)
         }
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (ErrorMessage, ValidationProblem, ValidationErrors):
-            components[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        _, ours = models_json_schema(
+            [(m, "serialization") for m in (ErrorMessage, ValidationErrors)],
+            ref_template="#/components/schemas/{model}",
+        )
+        components.update(ours["$defs"])
         for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 shape, which we do not send
             components.pop(name, None)
         for path, operations in schema.get("paths", {}).items():
@@ -143,8 +155,6 @@ def document(app: FastAPI, worker_paths: Iterable[str], authorize: Callable | No
                     responses.update(WORKER_ERRORS)
                 if path in keyed:
                     responses.update(UNAUTHORIZED)
-        if not components:
-            schema.pop("components")
         return schema
 
     app.openapi = openapi
