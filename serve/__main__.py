@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from serve.api import TranslatorAPI, install_error_handlers
     from serve.schemas import configure_limits
+    from serve.web import install_web
 
     limits = configure_limits(max_chars=args.max_chars, max_texts=args.max_texts,
                               max_beam=args.max_beam, max_length=args.max_length)  # fmt: skip
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         max_payload_size=args.max_texts * (6 * args.max_chars + 8) + 65536,
     )
     install_error_handlers(server.app)
+    install_web(server.app)  # the page at / and offline /docs
     # SIGINT too: a shell starts background jobs with SIGINT ignored, and Ctrl+C must still work
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

@@ -1,0 +1,142 @@
+"""Screenshot of the translation page with an attention heatmap, for the README.
+
+Starts ``python -m serve`` on a checkpoint, opens the page in headless Chromium (Debian's
+``chromium`` and ``chromium-driver``), translates the given sentences and saves a PNG:
+
+    python scripts/screenshot.py --checkpoint /work/models/m30k_de_en.ckpt \\
+        --text "Ein Mann fährt mit dem Fahrrad durch die Stadt." --out docs/web-page.png
+
+``chromium()`` is also how tests/test_web.py starts its browser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+# Flags that work headless as root in a container with no network beyond this machine.
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+def browser_missing() -> str | None:
+    """Why Chromium cannot be driven here, or None."""
+    for program in ("chromium", "chromedriver"):
+        if shutil.which(program) is None:
+            return f"{program} is not installed (apt-get install chromium chromium-driver; `make test` does it as root)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    return None
+
+
+def chromium(width: int = 1100, height: int = 900, profile: str | None = None):
+    """A headless Chromium driven by Selenium; the caller quits it. ``profile``: a fresh directory."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "chromium"
+    for flag in (*CHROMIUM_FLAGS, f"--window-size={width},{height}"):
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile or tempfile.mkdtemp(prefix='chromium-')}")
+    # an explicit driver: Selenium Manager would otherwise try to download one
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(checkpoint: Path, port: int, timeout: float = 240.0) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "serve", "--checkpoint", str(checkpoint), "--port", str(port)]
+    proc = subprocess.Popen([*cmd, "--log-level", "warning"], cwd=ROOT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    sys.exit(f"screenshot: the server did not become healthy in {timeout:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", type=Path, required=True, help="model .ckpt file")
+    p.add_argument("--text", action="append", help="a sentence to translate (repeat for several)")
+    p.add_argument("--pick", type=int, default=1, help="sentence (1-based) whose attention is drawn")
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--width", type=int, default=1000)
+    p.add_argument("--height", type=int, default=1400)
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "web-page.png")
+    args = p.parse_args(argv)
+    if (reason := browser_missing()) is not None:
+        sys.exit(f"screenshot: {reason}")
+    texts = args.text or ["A man in a blue shirt is riding a bike."]
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = free_port()
+    server = serve(args.checkpoint, port)
+    driver = chromium(args.width, args.height)
+    try:
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait = WebDriverWait(driver, 120)
+        wait.until(lambda d: d.find_element(By.ID, "source").get_attribute("value"))
+        beam = driver.find_element(By.ID, "beam")
+        beam.clear()
+        beam.send_keys(str(args.beam))
+        driver.find_element(By.ID, "text").send_keys("\n".join(texts))
+        driver.find_element(By.ID, "translate").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "Translated"))
+        driver.find_elements(By.CSS_SELECTOR, ".attention-button")[args.pick - 1].click()
+        for details in driver.find_elements(By.CSS_SELECTOR, ".alternatives"):
+            driver.execute_script("arguments[0].open = true", details)
+        cells = driver.find_elements(By.CSS_SELECTOR, "rect.hm-cell")
+        cells[len(cells) // 3].location_once_scrolled_into_view  # noqa: B018 - scrolls
+        from selenium.webdriver import ActionChains
+
+        ActionChains(driver).move_to_element(cells[len(cells) // 3]).perform()
+        driver.execute_script("window.scrollTo(0, 0)")
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(args.width, height + 20)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(args.out))
+        print(f"wrote {args.out} ({args.width}x{height})")
+    finally:
+        driver.quit()
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()
