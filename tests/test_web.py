@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -234,3 +238,22 @@ def test_docs_render_offline_and_the_page_fits_a_phone(browser, server: Server) 
         assert labels == [], f"fields without a label: {labels}"
     finally:
         browser.set_window_size(1100, 900)
+
+
+def test_a_wheel_ships_the_page(tmp_path: Path) -> None:
+    """A non-editable install serves the page too: every file of serve/static is in the wheel."""
+    src = tmp_path / "src"  # a copy: building in the checkout would leave build/ and egg-info behind
+    for package in ("seq2seq", "serve"):
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), "."],
+        cwd=src, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = tmp_path.glob("seq2seq-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    page = {f"serve/static/{p.name}" for p in (ROOT / "serve" / "static").iterdir()}
+    assert page == {"serve/static/index.html", "serve/static/app.js", "serve/static/style.css"}
+    assert page | {"serve/web.py"} <= shipped
