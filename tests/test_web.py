@@ -121,7 +121,16 @@ def translated(browser, server: Server) -> list[dict]:
     return api_translate(server, texts=SENTENCES, beam_size=4, n_best=3, return_attention=True)
 
 
-def test_page_shows_the_apis_translations(browser, translated: list[dict]) -> None:
+def test_page_shows_the_apis_translations(browser, server: Server, translated: list[dict]) -> None:
+    languages = httpx.get(f"{server.url}/languages").json()
+    assert languages == [{"code": "en", "name": "English", "targets": ["fr"]}]
+    options = browser.execute_script(
+        "return ['source', 'target'].map(id => [...document.getElementById(id).options].map(o => o.text))"
+    )
+    assert options == [
+        ["English (en)"],
+        ["French (fr)"],
+    ]  # from /languages (the target's name: the browser's)
     items = all_of(browser, "#sentences > li")
     assert [item.find_element("css selector", ".source").text for item in items] == SENTENCES
     assert [item.find_element("css selector", ".translation").text for item in items] == [

@@ -114,13 +114,15 @@ function fillTargets() {
 }
 
 function describeModel(info) {
-  const model = (info && (info.model || info.model_metadata)) || {};
-  const parts = [];
-  if (model.src_lang && model.tgt_lang) parts.push(`${languageName(model.src_lang)} → ${languageName(model.tgt_lang)}`);
-  if (typeof model.parameters === "number") parts.push(`${(model.parameters / 1e6).toFixed(1)} M parameters`);
-  if (model.quantize && model.quantize !== "none") parts.push(model.quantize);
+  // one model: {model: {src_lang, tgt_lang, parameters, ...}}; several: {model: {models: [...], ...}}
+  const meta = (info && (info.model || info.model_metadata)) || {};
+  const models = Array.isArray(meta.models) ? meta.models : [meta];
+  const parts = models.filter((m) => m.src_lang && m.tgt_lang).map((m) => {
+    const size = typeof m.parameters === "number" ? `, ${(m.parameters / 1e6).toFixed(1)} M parameters` : "";
+    return `${languageName(m.src_lang)} → ${languageName(m.tgt_lang)}${size}`;
+  });
   if (state.limits) parts.push(`up to ${state.limits.max_chars} characters a sentence`);
-  return parts.length ? `GRU encoder-decoder with attention · ${parts.join(" · ")}` : "GRU encoder-decoder with attention";
+  return ["GRU encoder-decoder with attention", ...parts].join(" · ");
 }
 
 async function loadSettings() {
@@ -135,7 +137,7 @@ async function loadSettings() {
     }
     const model = (info && (info.model || info.model_metadata)) || {};
     state.explicitPair = Array.isArray(languages) && languages.length > 0;
-    state.languages = state.explicitPair
+    state.languages = state.explicitPair // a server without /languages has one model
       ? languages
       : [{ code: model.src_lang || "?", name: "", targets: [model.tgt_lang || "?"] }];
     fillSelect($("source"), state.languages.map((l) => l.code));
@@ -210,7 +212,7 @@ async function translate() {
   try {
     const body = await api("/translate", payload);
     if (state.limits === null) loadSettings(); // the key may have been missing until now
-    showResults(lines, body.translations);
+    showResults(lines, body.translations, body.pivot);
     setStatus(`Translated ${lines.length} sentence${lines.length > 1 ? "s" : ""} in ` +
       `${((performance.now() - started) / 1000).toFixed(2)} s.`);
   } catch (e) {
@@ -229,8 +231,8 @@ function element(tag, className, text) {
   return node;
 }
 
-function showResults(lines, translations) {
-  state.results = translations.map((t, i) => ({ ...t, source: lines[i] }));
+function showResults(lines, translations, pivot) {
+  state.results = translations.map((t, i) => ({ ...t, source: lines[i], pivot }));
   const list = $("sentences");
   list.replaceChildren();
   state.results.forEach((t, i) => {
@@ -239,6 +241,7 @@ function showResults(lines, translations) {
     const text = element("p", "translation", t.text);
     text.lang = $("target").value;
     item.append(text);
+    if (t.pivot_text) item.append(element("p", "pivot", `via ${languageName(pivot)}: ${t.pivot_text}`));
     const meta = element("div", "meta");
     const score = element("span", "score", `log-probability ${t.score.toFixed(2)}`);
     score.dataset.score = String(t.score);
@@ -294,7 +297,12 @@ function pick(index) {
   });
   const t = state.results[index];
   $("attention").hidden = !t || !t.attention;
-  if (t && t.attention) drawHeatmap($("heatmap"), t);
+  if (!t || !t.attention) return;
+  const note = $("attention-pivot"); // through a pivot, the last model's input is the pivot text
+  note.hidden = !t.pivot_text;
+  note.textContent = t.pivot_text ? `This sentence went through ${languageName(t.pivot)}: the columns are ` +
+    `the subwords of "${t.pivot_text}", which the second model translated.` : "";
+  drawHeatmap($("heatmap"), t);
 }
 
 function svgNode(tag, attributes, text) {

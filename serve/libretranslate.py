@@ -1,0 +1,300 @@
+"""LibreTranslate's API on the same server and workers: ``/translate`` (a ``q`` body), ``/detect``,
+``/languages``, also under ``/libretranslate/`` for clients given that base URL.
+
+A LibreTranslate request is checked here, in the HTTP process, turned into native
+``TranslateRequest``s and awaited through the handler LitServe registered for the native
+``POST /translate``, so it joins the same queue and batches (no loopback HTTP call). As
+LibreTranslate does, it takes JSON or form bodies, ignores fields it does not know, and answers
+errors as ``{"error": "..."}`` with 400 (bad request) or 403 (bad key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve.detect import Detector
+from serve.languages import install_languages_route
+from serve.markup import rebuild, split_html, texts_to_translate
+from serve.models import Catalog, PairError
+from serve.schemas import LIMITS, TranslateRequest, TranslateResponse
+
+PREFIX = "/libretranslate"
+BEAM_SIZE = 5  # the native API's default
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class LibreTranslateError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _media(request_or_scope_type: str | None) -> str:
+    return (request_or_scope_type or "").split(";")[0].strip().lower()
+
+
+def is_libretranslate_body(content_type: str | None, body: bytes) -> bool:
+    """LibreTranslate's requests carry ``q``; native requests never do (it would be an unknown field)."""
+    media = _media(content_type)
+    if media == "application/x-www-form-urlencoded":
+        return "q" in parse_qs(body.decode("latin-1"), keep_blank_values=True)
+    if media == "multipart/form-data":
+        return b'name="q"' in body
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "q" in data
+
+
+class LibreTranslateDispatch:
+    """ASGI middleware: a ``POST /translate`` whose body is LibreTranslate's goes to ``PREFIX/translate``.
+
+    The body is buffered (up to ``max_body`` bytes; a larger one goes on to the native route,
+    which refuses it with 413) and replayed to whichever route takes it.
+    """
+
+    def __init__(self, app: ASGIApp, max_body: int):
+        self.app, self.max_body = app, max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/translate":
+            await self.app(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more and size <= self.max_body:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        headers = dict(scope.get("headers") or [])
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if not more and is_libretranslate_body(content_type, body):
+            path = PREFIX + "/translate"
+            scope = {**scope, "path": path, "raw_path": path.encode()}
+        replayed = {"type": "http.request", "body": body, "more_body": more}
+        await self.app(scope, _replay([replayed], receive), send)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    return replay
+
+
+async def read_body(request: Request) -> dict:
+    """Query parameters overlaid with the JSON or form body, as LibreTranslate (Flask) reads them."""
+    fields: dict = dict(request.query_params)
+    if _media(request.headers.get("content-type")) in FORM_TYPES:
+        form = await request.form()
+        for key in form:
+            values = [v for v in form.getlist(key) if isinstance(v, str)]
+            if values:
+                fields[key] = values[0] if len(values) == 1 else values
+        return fields
+    raw = await request.body()
+    if not raw.strip():
+        return fields
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LibreTranslateError(400, f"Invalid request: the body is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise LibreTranslateError(400, "Invalid request: the JSON body must be an object")
+    return {**fields, **data}
+
+
+def _field(body: dict, name: str) -> str:
+    value = body.get(name)
+    if value is None or value == "":
+        raise LibreTranslateError(400, f"Invalid request: missing {name} parameter")
+    if not isinstance(value, str):
+        raise LibreTranslateError(400, f"Invalid request: {name} must be a string")
+    return value
+
+
+def _alternatives(body: dict) -> int:
+    value = body.get("alternatives", 0)
+    try:
+        count = int(value) if not isinstance(value, bool) else -1
+    except (TypeError, ValueError):
+        count = -1
+    if count < 0 or count >= LIMITS.max_beam:
+        raise LibreTranslateError(
+            400, f"Invalid request: alternatives must be an integer from 0 to {LIMITS.max_beam - 1}"
+        )
+    return count
+
+
+def _texts(body: dict) -> tuple[list[str], bool]:
+    """``q`` as a list, and whether it was a list."""
+    q = body.get("q")
+    if q is None or q == "" or q == []:
+        raise LibreTranslateError(400, "Invalid request: missing q parameter")
+    texts = q if isinstance(q, list) else [q]
+    if not all(isinstance(t, str) for t in texts):
+        raise LibreTranslateError(400, "Invalid request: q must be a string or a list of strings")
+    if len(texts) > LIMITS.max_texts:
+        raise LibreTranslateError(
+            400, f"Invalid request: {len(texts)} texts, the limit is {LIMITS.max_texts}"
+        )
+    for text in texts:
+        if len(text) > LIMITS.max_chars:
+            raise LibreTranslateError(
+                400, f"Invalid request: a text of {len(text)} characters, the limit is {LIMITS.max_chars}"
+            )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise LibreTranslateError(400, "Invalid request: q is not valid Unicode") from None
+    return texts, isinstance(q, list)
+
+
+Native = Callable[[TranslateRequest], Awaitable[TranslateResponse]]
+
+
+class LibreTranslate:
+    """The routes' logic: key check, detection, HTML, and native requests for the segments."""
+
+    def __init__(self, catalog: Catalog, detector: Detector, native: Native, api_key: str | None):
+        self.catalog, self.detector, self.native, self.api_key = catalog, detector, native, api_key
+
+    def check_key(self, body: dict, request: Request) -> None:
+        if self.api_key is None:
+            return
+        given = body.get("api_key") or request.headers.get("x-api-key") or ""
+        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.api_key.encode()):
+            raise LibreTranslateError(403, "Invalid API key")
+
+    def detect(self, text: str) -> list[dict]:
+        return [{"language": code, "confidence": c} for code, c in self.detector.detect(text)]
+
+    async def translate_segments(
+        self, texts: list[str], source: str, target: str, n_best: int
+    ) -> list[list[str]]:
+        """n-best texts of each segment (native requests of at most --max-texts texts, concurrently)."""
+        if not texts:
+            return []
+        if source == target:
+            return [[text] for text in texts]
+        try:
+            self.catalog.route(source, target)
+        except PairError as e:
+            raise LibreTranslateError(400, str(e)) from None
+        step = LIMITS.max_texts
+        try:
+            requests = [
+                TranslateRequest(
+                    texts=texts[i : i + step],
+                    beam_size=max(n_best, min(BEAM_SIZE, LIMITS.max_beam)),
+                    n_best=n_best,
+                    source=source,
+                    target=target,
+                )  # fmt: skip
+                for i in range(0, len(texts), step)
+            ]
+        except ValidationError as e:
+            message = "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())
+            raise LibreTranslateError(400, f"Invalid request: {message}") from None
+        responses = await asyncio.gather(*(self.native(r) for r in requests))
+        return [[h.text for h in t.n_best] for response in responses for t in response.translations]
+
+    async def translate(self, body: dict) -> dict:
+        texts, as_list = _texts(body)
+        source, target = _field(body, "source"), _field(body, "target")
+        html = body.get("format", "text")
+        if html not in ("text", "html"):
+            raise LibreTranslateError(400, "Invalid request: format must be text or html")
+        html = html == "html"
+        alternatives = _alternatives(body)
+        pieces = [split_html(t) if html else [(t, True)] for t in texts]
+        plain = [
+            texts_to_translate(p) if html else ([t] if t.strip() else [])
+            for t, p in zip(texts, pieces, strict=True)
+        ]
+        detected = None
+        if source == "auto":
+            detected = [self.detect(" ".join(p) or t)[0] for t, p in zip(texts, plain, strict=True)]
+            sources = [d["language"] for d in detected]
+        else:
+            sources = [source] * len(texts)
+        # one batch of segments per source language (auto may find several)
+        found: list[list[list[str]]] = [[] for _ in texts]
+        for lang in dict.fromkeys(sources):
+            members = [i for i, s in enumerate(sources) if s == lang]
+            segments = [seg for i in members for seg in plain[i]]
+            outs = await self.translate_segments(segments, lang, target, 1 + alternatives)
+            start = 0
+            for i in members:
+                found[i], start = outs[start : start + len(plain[i])], start + len(plain[i])
+        answers, alts = [], []
+        for t, p, segs, outs in zip(texts, pieces, plain, found, strict=True):
+            versions = [self._assemble(t, p, segs, outs, k, html) for k in range(1 + alternatives)]
+            answers.append(versions[0])
+            alts.append([v for v in dict.fromkeys(versions[1:]) if v != versions[0]])
+        result: dict = {"translatedText": answers if as_list else answers[0]}
+        if alternatives:
+            result["alternatives"] = alts if as_list else alts[0]
+        if detected is not None:
+            result["detectedLanguage"] = detected if as_list else detected[0]
+        return result
+
+    @staticmethod
+    def _assemble(text: str, pieces, segments: list[str], outs: list[list[str]], k: int, html: bool) -> str:
+        """The k-th version of one text: each segment's k-th hypothesis (or its last, if fewer)."""
+        if not segments:
+            return text
+        choice = {seg: out[min(k, len(out) - 1)] for seg, out in zip(segments, outs, strict=True)}
+        if not html:
+            return choice[segments[0]]
+        return rebuild(pieces, lambda seg: choice[seg])
+
+
+def install_libretranslate(
+    app: FastAPI, catalog: Catalog, detector: Detector, api_key: str | None, max_body: int
+) -> None:
+    """The routes, at the root (``/translate`` by body) and under ``PREFIX``, and the dispatcher."""
+    route = next(r for r in app.routes if getattr(r, "path", None) == "/translate")
+    lt = LibreTranslate(catalog, detector, route.endpoint, api_key)
+
+    def guarded(work: Callable[[Request, dict], Awaitable[object]]):
+        async def endpoint(request: Request) -> JSONResponse:
+            try:
+                body = await read_body(request)
+                lt.check_key(body, request)
+                return JSONResponse(await work(request, body))
+            except LibreTranslateError as e:
+                return JSONResponse({"error": e.message}, status_code=e.status)
+            except HTTPException as e:  # from the native handler or the body size limit
+                detail = e.detail if isinstance(e.detail, str) else json.dumps(e.detail)
+                return JSONResponse({"error": detail}, status_code=e.status_code)
+
+        return endpoint
+
+    async def translate(request: Request, body: dict) -> dict:
+        return await lt.translate(body)
+
+    async def detect(request: Request, body: dict) -> list[dict]:
+        texts, as_list = _texts(body)
+        if as_list:
+            raise LibreTranslateError(400, "Invalid request: q must be a string")
+        return lt.detect(texts[0])
+
+    for path, work in ((PREFIX + "/translate", translate), ("/detect", detect), (PREFIX + "/detect", detect)):
+        app.add_api_route(path, guarded(work), methods=["POST"], summary=f"LibreTranslate's {path}")
+    install_languages_route(app, catalog, PREFIX + "/languages")
+    app.add_middleware(LibreTranslateDispatch, max_body=max_body)
