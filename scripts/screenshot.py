@@ -93,7 +93,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pick", type=int, default=1, help="sentence (1-based) whose attention is drawn")
     p.add_argument("--beam", type=int, default=5)
     p.add_argument("--width", type=int, default=1000)
-    p.add_argument("--height", type=int, default=1400)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "web-page.png")
     args = p.parse_args(argv)
     if (reason := browser_missing()) is not None:
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
 
     port = free_port()
     server = serve(args.checkpoint, port)
-    driver = chromium(args.width, args.height)
+    driver = chromium(args.width, 1000)
     try:
         driver.get(f"http://127.0.0.1:{port}/")
         wait = WebDriverWait(driver, 120)
@@ -127,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         ActionChains(driver).move_to_element(cells[len(cells) // 3]).perform()
         driver.execute_script("window.scrollTo(0, 0)")
         height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(args.width, height + 20)
+        metrics = {"width": args.width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)  # the whole page in view
         args.out.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(args.out))
         print(f"wrote {args.out} ({args.width}x{height})")

@@ -312,6 +312,21 @@ function svgNode(tag, attributes, text) {
   return node;
 }
 
+function legend(x, y) {
+  // the colour scale: the same fill and opacities as the cells, 0 to 1
+  const defs = svgNode("defs", {});
+  const gradient = svgNode("linearGradient", { id: "hm-scale" });
+  gradient.append(svgNode("stop", { offset: "0", class: "hm-stop", "stop-opacity": "0.04" }));
+  gradient.append(svgNode("stop", { offset: "1", class: "hm-stop", "stop-opacity": "1" }));
+  defs.append(gradient);
+  return [
+    defs,
+    svgNode("text", { x: x - 8, y: y + 6, class: "hm-legend", "text-anchor": "end" }, "0"),
+    svgNode("rect", { x, y, width: 120, height: 12, fill: "url(#hm-scale)" }),
+    svgNode("text", { x: x + 128, y: y + 6, class: "hm-legend" }, "1  attention weight"),
+  ];
+}
+
 function drawHeatmap(container, t) {
   const rows = [...t.tokens, EOS]; // attention: (len(tokens) + 1) x (len(source_tokens) + 1)
   const cols = [...t.source_tokens, EOS];
@@ -320,7 +335,8 @@ function drawHeatmap(container, t) {
   const left = 12 + charWidth * Math.max(...rows.map((s) => s.length));
   const top = 12 + 0.75 * charWidth * Math.max(...cols.map((s) => s.length)); // labels at -45°
   const width = left + cell * cols.length + top; // room for the last slanted label
-  const height = top + cell * rows.length + 4;
+  const legendY = top + cell * rows.length + 14;
+  const height = legendY + 20;
   const svg = svgNode("svg", {
     viewBox: `0 0 ${width} ${height}`, width, height, tabindex: "0", role: "img", class: "heatmap",
     "aria-label": `Attention of ${rows.length} output subwords over ${cols.length} input subwords` +
@@ -355,7 +371,7 @@ function drawHeatmap(container, t) {
       svg.append(rect);
     });
   });
-  svg.append(cursor);
+  svg.append(cursor, ...legend(left, legendY));
   state.cursor = null;
   svg.addEventListener("focus", () => state.cursor || show(0, 0));
   svg.addEventListener("keydown", (event) => {
