@@ -3,8 +3,9 @@
 Starts ``python -m serve`` on a checkpoint, opens the page in headless Chromium (Debian's
 ``chromium`` and ``chromium-driver``), translates the given sentences and saves a PNG:
 
-    python scripts/screenshot.py --checkpoint /work/models/m30k_de_en.ckpt \\
-        --text "Ein Mann fährt mit dem Fahrrad durch die Stadt." --out docs/web-page.png
+    python scripts/screenshot.py --checkpoint m30k_de_en.ckpt --out docs/web-page.png \\
+        --text "Ein Hund rennt mit einem Ball im Maul über den Strand." \\
+        --text "Eine Frau in einem roten Kleid sitzt auf einer Bank."
 
 ``chromium()`` is also how tests/test_web.py starts its browser.
 """
@@ -14,12 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
@@ -65,27 +62,6 @@ def chromium(width: int = 1100, height: int = 900, profile: str | None = None):
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(checkpoint: Path, port: int, timeout: float = 240.0) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "serve", "--checkpoint", str(checkpoint), "--port", str(port)]
-    proc = subprocess.Popen([*cmd, "--log-level", "warning"], cwd=ROOT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    sys.exit(f"screenshot: the server did not become healthy in {timeout:.0f} s")
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, required=True, help="model .ckpt file")
@@ -99,15 +75,21 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"screenshot: {reason}")
     texts = args.text or ["A man in a blue shirt is riding a bike."]
 
+    from demo import DemoError, Server, free_port  # scripts/demo.py, beside this file
+    from selenium.webdriver import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    port = free_port()
-    server = serve(args.checkpoint, port)
+    server = Server(args.checkpoint, free_port())
+    try:
+        server.wait_ready(httpx.Client(), timeout=240)
+    except DemoError as e:
+        server.kill()
+        sys.exit(f"screenshot: {e}")
     driver = chromium(args.width, 1000)
     try:
-        driver.get(f"http://127.0.0.1:{port}/")
+        driver.get(f"{server.url}/")
         wait = WebDriverWait(driver, 120)
         wait.until(lambda d: d.find_element(By.ID, "source").get_attribute("value"))
         beam = driver.find_element(By.ID, "beam")
@@ -119,11 +101,15 @@ def main(argv: list[str] | None = None) -> None:
         driver.find_elements(By.CSS_SELECTOR, ".attention-button")[args.pick - 1].click()
         for details in driver.find_elements(By.CSS_SELECTOR, ".alternatives"):
             driver.execute_script("arguments[0].open = true", details)
-        cells = driver.find_elements(By.CSS_SELECTOR, "rect.hm-cell")
-        cells[len(cells) // 3].location_once_scrolled_into_view  # noqa: B018 - scrolls
-        from selenium.webdriver import ActionChains
-
-        ActionChains(driver).move_to_element(cells[len(cells) // 3]).perform()
+        # under the mouse (the page shows its weight): the strongest cell outside the end-of-sentence ones
+        cell = driver.execute_script(
+            "const cells = [...document.querySelectorAll('rect.hm-cell')];"
+            "const last = (k) => Math.max(...cells.map((c) => Number(c.dataset[k])));"
+            "const inner = cells.filter((c) => c.dataset.row < last('row') && c.dataset.col < last('col'));"
+            "return inner.reduce((a, b) => (Number(b.dataset.weight) > Number(a.dataset.weight) ? b : a));"
+        )
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
+        ActionChains(driver).move_to_element(cell).perform()
         driver.execute_script("window.scrollTo(0, 0)")
         height = driver.execute_script("return document.documentElement.scrollHeight")
         metrics = {"width": args.width, "height": height, "deviceScaleFactor": 1, "mobile": False}
@@ -133,8 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {args.out} ({args.width}x{height})")
     finally:
         driver.quit()
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=60)
+        server.stop()
 
 
 if __name__ == "__main__":
