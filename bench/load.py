@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         info = httpx.get(f"{url}/info", headers=headers, timeout=10)
         info.raise_for_status()
-        model = info.json()["model"]
+        model = info.json()["model"]["models"][0]  # the first model's language pair
         sentences = read_sentences(args.data, model["src_lang"])
         sampler = MemorySampler(pid) if pid else None
         if sampler:
