@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
-from load import DEFAULT_DATA, ROOT, MemorySampler, memory_mb, read_sentences, tree
+from load import DEFAULT_DATA, MemorySampler, launch, memory_mb, read_sentences, tree
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,20 +54,7 @@ def start(checkpoints: list[str], threads: int) -> tuple[subprocess.Popen, str]:
     ]
     for ckpt in checkpoints:
         cmd += ["--checkpoint", ckpt]
-    proc = subprocess.Popen(cmd, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"multi.py: the server exited with code {proc.returncode} during start-up")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    sys.exit("multi.py: the server did not become healthy within 300 s")
+    return launch(cmd, port, "multi.py")
 
 
 def percentiles(latencies: list[float]) -> dict:
