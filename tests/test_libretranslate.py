@@ -4,12 +4,14 @@ with three tiny models (en->fr, fr->en, en->de), the real ``libretranslatepy`` c
 from __future__ import annotations
 
 import html
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 from libretranslatepy import LibreTranslateAPI
-from test_serve import MAX_LENGTH, Server, start_server
+from test_serve import MAX_LENGTH, ROOT, Server, free_port, start_server
 
 from seq2seq.translator import Translator
 from serve.api import DecodeOptions, Job, TranslatorAPI
@@ -219,3 +221,32 @@ def test_bad_requests_get_400_and_the_server_keeps_serving(server: Server, case:
     assert words in r.json()["error"], r.text
     good = lt(server, json={"q": "twelve", "source": "en", "target": "fr", "api_key": KEY})
     assert good.status_code == 200 and good.json()["translatedText"]
+
+
+def test_startup_refuses_two_models_of_one_pair_and_an_empty_folder(tiny_checkpoints, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    runs = {
+        "same-pair": [
+            "--checkpoint",
+            str(tiny_checkpoints["en-fr"]),
+            "--checkpoint",
+            str(tiny_checkpoints["en-fr"]),
+        ],
+        "empty-folder": ["--checkpoint", str(tiny_checkpoints["fr-en"]), "--checkpoint", str(empty)],
+    }
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "serve", "--port", str(free_port()), *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for name, args in runs.items()
+    }
+    results = {name: (p.wait(timeout=180), p.communicate()[1]) for name, p in procs.items()}
+    for name, words in (("same-pair", "both translate en to fr"), ("empty-folder", "holds no *.ckpt")):
+        code, stderr = results[name]
+        assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
+        assert stderr.startswith("seq2seq-serve: error:") and words in stderr, stderr
