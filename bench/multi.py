@@ -57,6 +57,13 @@ def start(checkpoints: list[str], threads: int) -> tuple[subprocess.Popen, str]:
     return launch(cmd, port, "multi.py")
 
 
+def has_torch(pid: int) -> bool:
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 def percentiles(latencies: list[float]) -> dict:
     ordered = sorted(latencies)
 
@@ -83,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
             "idle_pss_mb": round(pss, 1),
         }
         result["server_processes"] = len(tree(proc.pid))
+        result["processes_with_torch"] = sum(map(has_torch, tree(proc.pid)))  # the inference workers only
         languages = httpx.get(f"{url}/languages").json()
         pairs = [(lang["code"], t) for lang in languages for t in lang["targets"]]
         sampler = MemorySampler(proc.pid)
@@ -110,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
-    print(f"{result['models']} models, {result['server_processes']} processes: idle RSS {result['idle_rss_mb']} MB "
+    print(f"{result['models']} models, {result['server_processes']} processes "
+          f"({result['processes_with_torch']} with torch loaded): idle RSS {result['idle_rss_mb']} MB "
           f"(PSS {result['idle_pss_mb']} MB), peak under load RSS {result['peak_rss_mb']} MB "
           f"(PSS {result['peak_pss_mb']} MB)")  # fmt: skip
     for name in ("native", "libretranslate"):
