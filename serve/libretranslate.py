@@ -14,154 +14,28 @@ import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qs
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.detect import Detector
 from serve.languages import install_languages_route
+from serve.ltbody import (
+    PREFIX,
+    LibreTranslateDispatch,
+    LibreTranslateError,
+    alternatives_field,
+    openapi,
+    read_body,
+    string_field,
+    texts_field,
+)
 from serve.markup import rebuild, split_html, texts_to_translate
 from serve.models import Catalog, PairError
 from serve.schemas import LIMITS, TranslateRequest, TranslateResponse
 
-PREFIX = "/libretranslate"
 BEAM_SIZE = 5  # the native API's default
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-
-
-class LibreTranslateError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-def _media(request_or_scope_type: str | None) -> str:
-    return (request_or_scope_type or "").split(";")[0].strip().lower()
-
-
-def is_libretranslate_body(content_type: str | None, body: bytes) -> bool:
-    """LibreTranslate's requests carry ``q``; native requests never do (it would be an unknown field)."""
-    media = _media(content_type)
-    if media == "application/x-www-form-urlencoded":
-        return "q" in parse_qs(body.decode("latin-1"), keep_blank_values=True)
-    if media == "multipart/form-data":
-        return b'name="q"' in body
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and "q" in data
-
-
-class LibreTranslateDispatch:
-    """ASGI middleware: a ``POST /translate`` whose body is LibreTranslate's goes to ``PREFIX/translate``.
-
-    The body is buffered (up to ``max_body`` bytes; a larger one goes on to the native route,
-    which refuses it with 413) and replayed to whichever route takes it.
-    """
-
-    def __init__(self, app: ASGIApp, max_body: int):
-        self.app, self.max_body = app, max_body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/translate":
-            await self.app(scope, receive, send)
-            return
-        chunks, size, more = [], 0, True
-        while more and size <= self.max_body:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                await self.app(scope, _replay([message], receive), send)
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        headers = dict(scope.get("headers") or [])
-        content_type = headers.get(b"content-type", b"").decode("latin-1")
-        if not more and is_libretranslate_body(content_type, body):
-            path = PREFIX + "/translate"
-            scope = {**scope, "path": path, "raw_path": path.encode()}
-        replayed = {"type": "http.request", "body": body, "more_body": more}
-        await self.app(scope, _replay([replayed], receive), send)
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    async def replay() -> Message:
-        return messages.pop(0) if messages else await receive()
-
-    return replay
-
-
-async def read_body(request: Request) -> dict:
-    """Query parameters overlaid with the JSON or form body, as LibreTranslate (Flask) reads them."""
-    fields: dict = dict(request.query_params)
-    if _media(request.headers.get("content-type")) in FORM_TYPES:
-        form = await request.form()
-        for key in form:
-            values = [v for v in form.getlist(key) if isinstance(v, str)]
-            if values:
-                fields[key] = values[0] if len(values) == 1 else values
-        return fields
-    raw = await request.body()
-    if not raw.strip():
-        return fields
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise LibreTranslateError(400, f"Invalid request: the body is not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise LibreTranslateError(400, "Invalid request: the JSON body must be an object")
-    return {**fields, **data}
-
-
-def _field(body: dict, name: str) -> str:
-    value = body.get(name)
-    if value is None or value == "":
-        raise LibreTranslateError(400, f"Invalid request: missing {name} parameter")
-    if not isinstance(value, str):
-        raise LibreTranslateError(400, f"Invalid request: {name} must be a string")
-    return value
-
-
-def _alternatives(body: dict) -> int:
-    value = body.get("alternatives", 0)
-    try:
-        count = int(value) if not isinstance(value, bool) else -1
-    except (TypeError, ValueError):
-        count = -1
-    if count < 0 or count >= LIMITS.max_beam:
-        raise LibreTranslateError(
-            400, f"Invalid request: alternatives must be an integer from 0 to {LIMITS.max_beam - 1}"
-        )
-    return count
-
-
-def _texts(body: dict) -> tuple[list[str], bool]:
-    """``q`` as a list, and whether it was a list."""
-    q = body.get("q")
-    if q is None or q == "" or q == []:
-        raise LibreTranslateError(400, "Invalid request: missing q parameter")
-    texts = q if isinstance(q, list) else [q]
-    if not all(isinstance(t, str) for t in texts):
-        raise LibreTranslateError(400, "Invalid request: q must be a string or a list of strings")
-    if len(texts) > LIMITS.max_texts:
-        raise LibreTranslateError(
-            400, f"Invalid request: {len(texts)} texts, the limit is {LIMITS.max_texts}"
-        )
-    for text in texts:
-        if len(text) > LIMITS.max_chars:
-            raise LibreTranslateError(
-                400, f"Invalid request: a text of {len(text)} characters, the limit is {LIMITS.max_chars}"
-            )
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise LibreTranslateError(400, "Invalid request: q is not valid Unicode") from None
-    return texts, isinstance(q, list)
 
 
 Native = Callable[[TranslateRequest], Awaitable[TranslateResponse]]
@@ -214,13 +88,13 @@ class LibreTranslate:
         return [[h.text for h in t.n_best] for response in responses for t in response.translations]
 
     async def translate(self, body: dict) -> dict:
-        texts, as_list = _texts(body)
-        source, target = _field(body, "source"), _field(body, "target")
+        texts, as_list = texts_field(body)
+        source, target = string_field(body, "source"), string_field(body, "target")
         html = body.get("format", "text")
         if html not in ("text", "html"):
             raise LibreTranslateError(400, "Invalid request: format must be text or html")
         html = html == "html"
-        alternatives = _alternatives(body)
+        alternatives = alternatives_field(body)
         pieces = [split_html(t) if html else [(t, True)] for t in texts]
         plain = [
             texts_to_translate(p) if html else ([t] if t.strip() else [])
@@ -289,12 +163,13 @@ def install_libretranslate(
         return await lt.translate(body)
 
     async def detect(request: Request, body: dict) -> list[dict]:
-        texts, as_list = _texts(body)
+        texts, as_list = texts_field(body)
         if as_list:
             raise LibreTranslateError(400, "Invalid request: q must be a string")
         return lt.detect(texts[0])
 
     for path, work in ((PREFIX + "/translate", translate), ("/detect", detect), (PREFIX + "/detect", detect)):
-        app.add_api_route(path, guarded(work), methods=["POST"], summary=f"LibreTranslate's {path}")
+        name = path.rsplit("/", 1)[1]
+        app.add_api_route(path, guarded(work), methods=["POST"], **openapi(name))
     install_languages_route(app, catalog, PREFIX + "/languages")
     app.add_middleware(LibreTranslateDispatch, max_body=max_body)

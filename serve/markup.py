@@ -31,6 +31,7 @@ class _Events(HTMLParser):
         self.line_starts = [0] + [m.end() for m in re.finditer("\n", source)]
         self.starts: list[tuple[int, str, bool]] = []  # (offset, kind, translatable)
         self.stack: list[tuple[str, bool]] = []  # open elements: (tag, skipped)
+        self.broken = False  # after a "<" the parser gave up on: the rest of that text is markup
 
     def _offset(self) -> int:
         line, column = self.getpos()
@@ -40,7 +41,9 @@ class _Events(HTMLParser):
         return bool(self.stack) and self.stack[-1][1]
 
     def _mark(self, kind: str, translatable: bool = False) -> None:
-        self.starts.append((self._offset(), kind, translatable))
+        if kind in ("tag", "other"):
+            self.broken = False
+        self.starts.append((self._offset(), kind, translatable and not self.broken))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self._mark("tag")
@@ -66,6 +69,9 @@ class _Events(HTMLParser):
                 break
 
     def handle_data(self, data: str) -> None:
+        if data.startswith("<"):  # "<" that opens no complete tag: "<b", "<!--" cut short, or "a < b"
+            after = self.source[self._offset() + 1 : self._offset() + 2]
+            self.broken = self.broken or after.isalpha() or after in ("!", "/", "?")
         self._mark("text", not self._skipping())
 
     def handle_entityref(self, name: str) -> None:
@@ -103,8 +109,6 @@ def split_html(source: str) -> list[tuple[str, bool]]:
         raw = source[start:end]
         if not raw:
             continue
-        if kind == "text" and raw.lstrip().startswith("<"):  # an unterminated tag, flushed as text
-            translatable = False
         if kind == "ref" and translatable and not _WORD.fullmatch(html.unescape(raw)):
             translatable = False
         if pieces and pieces[-1][1] and translatable:
