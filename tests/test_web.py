@@ -20,6 +20,7 @@ from conftest import ROOT
 from test_serve import Server, start_server
 
 KEY = "web-k3y"
+NAMES = {"en": "English", "fr": "French", "de": "German"}
 MAX_CHARS = 80  # --max-chars: the page must refuse longer lines with this number
 SENTENCES = ["seven dogs run in the park", "twelve <b>cats</b> sleep"]  # the tag must stay text
 WAIT = 120  # seconds; generous for a busy 2-core machine, met in about a second when idle
@@ -49,9 +50,11 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+def server(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    """en->fr, fr->en and en->de: several pairs to choose from, and fr->de through English."""
+    models = [arg for path in tiny_checkpoints.values() for arg in ("--checkpoint", str(path))]
     args = ("--api-key", KEY, "--threads", "1", "--max-chars", str(MAX_CHARS), "--log-level", "info")
-    s = start_server(tiny_checkpoint, tmp_path_factory.mktemp("web"), *args)
+    s = start_server(None, tmp_path_factory.mktemp("web"), *models, *args)
     yield s
     s.stop()
     assert KEY not in s.log.read_text(errors="replace"), "the API key must never be logged"
@@ -101,10 +104,24 @@ def fill(driver, name: str, value: str) -> None:
     field.send_keys(value)
 
 
-def api_translate(server: Server, **payload) -> list[dict]:
+def choose(driver, source: str, target: str) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    Select(by_id(driver, "source")).select_by_value(source)
+    Select(by_id(driver, "target")).select_by_value(target)
+
+
+def options(driver) -> list[list[str]]:
+    """The texts of the source and the target selector's options."""
+    return driver.execute_script(
+        "return ['source', 'target'].map(id => [...document.getElementById(id).options].map(o => o.text))"
+    )
+
+
+def api_translate(server: Server, **payload) -> dict:
     r = httpx.post(f"{server.url}/translate", json=payload, headers={"X-API-Key": KEY}, timeout=60)
     assert r.status_code == 200, r.text
-    return r.json()["translations"]
+    return r.json()
 
 
 @pytest.fixture(scope="module")
@@ -113,24 +130,18 @@ def translated(browser, server: Server) -> list[dict]:
     from selenium.webdriver.common.keys import Keys
 
     open_page(browser, server, KEY)
+    choose(browser, "en", "fr")
     fill(browser, "beam", "4")
     fill(browser, "nbest", "3")
     fill(browser, "text", "\n".join([SENTENCES[0], "", SENTENCES[1]]))  # blank lines are skipped
     by_id(browser, "text").send_keys(Keys.CONTROL, Keys.ENTER)
     wait_for(browser, lambda d: "Translated 2 sentences" in by_id(d, "status").text, "no translation")
-    return api_translate(server, texts=SENTENCES, beam_size=4, n_best=3, return_attention=True)
+    payload = {"texts": SENTENCES, "beam_size": 4, "n_best": 3, "return_attention": True}
+    return api_translate(server, **payload, source="en", target="fr")["translations"]
 
 
-def test_page_shows_the_apis_translations(browser, server: Server, translated: list[dict]) -> None:
-    languages = httpx.get(f"{server.url}/languages").json()
-    assert languages == [{"code": "en", "name": "English", "targets": ["fr"]}]
-    options = browser.execute_script(
-        "return ['source', 'target'].map(id => [...document.getElementById(id).options].map(o => o.text))"
-    )
-    assert options == [
-        ["English (en)"],
-        ["French (fr)"],
-    ]  # from /languages (the target's name: the browser's)
+def test_page_shows_the_apis_translations(browser, translated: list[dict]) -> None:
+    assert options(browser)[0] == ["English (en)", "French (fr)"]  # from GET /languages
     items = all_of(browser, "#sentences > li")
     assert [item.find_element("css selector", ".source").text for item in items] == SENTENCES
     assert [item.find_element("css selector", ".translation").text for item in items] == [
@@ -205,13 +216,43 @@ def test_api_key_flow(browser, server: Server) -> None:
 
     fill(browser, "api-key", KEY)
     by_id(browser, "translate").click()
-    expected = api_translate(server, texts=[SENTENCES[0]], beam_size=5, n_best=3, return_attention=True)
+    payload = {"texts": [SENTENCES[0]], "beam_size": 5, "n_best": 3, "return_attention": True}
+    expected = api_translate(server, **payload, source="en", target="de")["translations"]  # the first pair
     wait_for(browser, lambda d: "Translated 1 sentence" in by_id(d, "status").text, "no translation")
     assert by_id(browser, "error").get_attribute("hidden") is not None
     assert all_of(browser, "#sentences .translation")[0].text == expected[0]["text"]
     assert browser.execute_script("return sessionStorage.getItem('seq2seq-api-key')") == KEY
     browser.refresh()  # the key is kept for this tab
     wait_for(browser, lambda d: by_id(d, "api-key").get_attribute("value") == KEY, "key not restored")
+
+
+def test_every_pair_can_be_chosen_and_a_pivot_is_shown(browser, server: Server) -> None:
+    languages = httpx.get(f"{server.url}/languages").json()
+    assert [(lang["code"], lang["targets"]) for lang in languages] == [
+        ("en", ["de", "fr"]),
+        ("fr", ["de", "en"]),
+    ]
+    open_page(browser, server, KEY)
+    for lang in languages:  # each source offers its own targets
+        choose(browser, lang["code"], lang["targets"][0])
+        names = [f"{NAMES[code]} ({code})" for code in lang["targets"]]
+        assert options(browser) == [[f"{x['name']} ({x['code']})" for x in languages], names]
+
+    choose(browser, "fr", "de")  # no fr->de model: through English
+    fill(browser, "text", "douze")
+    by_id(browser, "translate").click()
+    wait_for(browser, lambda d: "Translated 1 sentence" in by_id(d, "status").text, "no translation")
+    body = api_translate(server, texts=["douze"], beam_size=5, n_best=3, return_attention=True,
+                         source="fr", target="de")  # fmt: skip
+    expected = body["translations"][0]
+    assert body["pivot"] == "en" and expected["pivot_text"]
+    assert by_id(browser, "sentences").find_element("css selector", ".translation").text == expected["text"]
+    assert by_id(browser, "sentences").find_element("css selector", ".pivot").text == (
+        f"via English: {expected['pivot_text']}"
+    )
+    assert f'"{expected["pivot_text"]}"' in by_id(browser, "attention-pivot").text
+    cols = [e.get_attribute("textContent") for e in all_of(browser, "#heatmap .hm-col-label")]
+    assert cols == [*expected["source_tokens"], "</s>"]  # the English the second model read
 
 
 def test_errors_are_shown_in_words(browser, server: Server) -> None:

@@ -191,6 +191,8 @@ function updateCounter() {
 
 // -- translating -----------------------------------------------------------------------------
 async function translate() {
+  // without the languages and limits (e.g. /info refused a missing key) load them first
+  if (state.languages === null && !(await loadSettings())) return;
   const lines = sentences();
   const problem = inputProblem(lines);
   if (problem) {
@@ -211,7 +213,6 @@ async function translate() {
   const started = performance.now();
   try {
     const body = await api("/translate", payload);
-    if (state.limits === null) loadSettings(); // the key may have been missing until now
     showResults(lines, body.translations, body.pivot);
     setStatus(`Translated ${lines.length} sentence${lines.length > 1 ? "s" : ""} in ` +
       `${((performance.now() - started) / 1000).toFixed(2)} s.`);
@@ -394,7 +395,7 @@ function init() {
     const value = key.value.trim();
     if (value) sessionStorage.setItem(KEY_STORE, value);
     else sessionStorage.removeItem(KEY_STORE);
-    if (state.limits === null) loadSettings();
+    if (state.languages === null) loadSettings();
   });
   $("source").addEventListener("change", fillTargets);
   $("text").addEventListener("input", updateCounter);
