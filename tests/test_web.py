@@ -288,6 +288,9 @@ def test_docs_render_offline_and_the_page_fits_a_phone(browser, server: Server) 
         fill(browser, "text", SENTENCES[0])
         by_id(browser, "translate").click()
         wait_for(browser, lambda d: "Translated 1 sentence" in by_id(d, "status").text, "no translation")
+        loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert loaded and all(url.startswith(server.url) for url in loaded), loaded
+        assert "default-src 'self'" in httpx.get(f"{server.url}/").headers["content-security-policy"]
         width = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
         assert width[0] <= width[1], f"the page is wider than a phone's window: {width}"
         labels = browser.execute_script(
