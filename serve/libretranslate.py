@@ -61,14 +61,17 @@ class LibreTranslate:
         self, texts: list[str], source: str, target: str, n_best: int
     ) -> list[list[str]]:
         """n-best texts of each segment (native requests of at most --max-texts texts, concurrently)."""
-        if not texts:
-            return []
-        if source == target:
-            return [[text] for text in texts]
         try:
-            self.catalog.route(source, target)
+            if source != target:
+                self.catalog.route(source, target)
+            elif source not in self.catalog.languages():
+                raise PairError(
+                    f"no model reads or writes {source}; pairs available: {self.catalog.describe_pairs()}"
+                )
         except PairError as e:
             raise LibreTranslateError(400, str(e)) from None
+        if not texts or source == target:  # LibreTranslate answers a text already in the target as is
+            return [[text] for text in texts]
         step = LIMITS.max_texts
         try:
             requests = [
@@ -107,14 +110,20 @@ class LibreTranslate:
         else:
             sources = [source] * len(texts)
         # one batch of segments per source language (auto may find several)
+        groups = {lang: [i for i, s in enumerate(sources) if s == lang] for lang in dict.fromkeys(sources)}
+        outs = await asyncio.gather(
+            *(
+                self.translate_segments(
+                    [seg for i in members for seg in plain[i]], lang, target, 1 + alternatives
+                )
+                for lang, members in groups.items()
+            )
+        )
         found: list[list[list[str]]] = [[] for _ in texts]
-        for lang in dict.fromkeys(sources):
-            members = [i for i, s in enumerate(sources) if s == lang]
-            segments = [seg for i in members for seg in plain[i]]
-            outs = await self.translate_segments(segments, lang, target, 1 + alternatives)
+        for members, out in zip(groups.values(), outs, strict=True):
             start = 0
             for i in members:
-                found[i], start = outs[start : start + len(plain[i])], start + len(plain[i])
+                found[i], start = out[start : start + len(plain[i])], start + len(plain[i])
         answers, alts = [], []
         for t, p, segs, outs in zip(texts, pieces, plain, found, strict=True):
             versions = [self._assemble(t, p, segs, outs, k, html) for k in range(1 + alternatives)]

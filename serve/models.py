@@ -97,6 +97,9 @@ class Catalog:
             f"several pairs match, give 'source' and 'target'; pairs available: {self.describe_pairs()}"
         )
 
+    def languages(self) -> set[str]:
+        return {lang for pair in self.direct for lang in pair}
+
     def sources(self) -> dict[str, list[str]]:
         """Source language -> the target languages it translates into (LibreTranslate's targets)."""
         out: dict[str, list[str]] = {}

@@ -24,6 +24,7 @@ LANGUAGES = [
     {"code": "en", "name": "English", "targets": ["de", "fr"]},
     {"code": "fr", "name": "French", "targets": ["de", "en"]},  # fr->de through English
 ]
+PAIRS = "pairs available: en->de, en->fr, fr->de (via en), fr->en"
 EN = ["twelve", "three hundred and five", "Monday, December 5, 2050"]
 FR = ["douze", "trois cent cinq"]
 
@@ -73,7 +74,7 @@ def test_languages_info_and_direct_pairs(server: Server, translators) -> None:
         assert [t["text"] for t in body["translations"]] == best(translators[f"{src}-{tgt}"], texts)
     for pair in ({}, {"source": "en"}, {"target": "en", "source": "de"}):  # ambiguous, or no such pair
         r = native(server, text="twelve", **pair)
-        assert r.status_code == 422 and "pairs available: en->de, en->fr, fr->de (via en), fr->en" in r.text
+        assert r.status_code == 422 and PAIRS in r.text
 
 
 def test_pivot_through_english(server: Server, translators) -> None:
@@ -176,11 +177,12 @@ def test_keys_pairs_and_bad_requests(server: Server) -> None:
         r = lt(server, json={**body, **extra}, headers=headers)
         assert r.status_code == 403 and r.json() == {"error": "Invalid API key"}
     assert lt(server, json=body, headers={"X-API-Key": KEY}).status_code == 200  # the header, as natively
-    r = lt(server, json={**body, "source": "de", "target": "en", "api_key": KEY})
-    assert (
-        r.status_code == 400
-        and "pairs available: en->de, en->fr, fr->de (via en), fr->en" in r.json()["error"]
-    )
+    for source, target in (("de", "en"), ("xx", "xx"), ("en", "es")):
+        r = lt(server, json={**body, "source": source, "target": target, "api_key": KEY})
+        assert r.status_code == 400 and PAIRS in r.json()["error"]
+    # a text already in the target language comes back as is, as in LibreTranslate
+    same = lt(server, json={**body, "source": "en", "target": "en", "api_key": KEY})
+    assert same.status_code == 200 and same.json() == {"translatedText": "twelve"}
 
 
 BAD = {
