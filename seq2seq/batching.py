@@ -172,7 +172,9 @@ class ResumableLoader(DataLoader):
     finished a training step), not what the sampler yielded: workers and Lightning fetch ahead.
     """
 
-    def __init__(self, dataset: Any, sampler: TokenBatchSampler, progress: Callable[[], tuple[int, int]], **kwargs):
+    def __init__(
+        self, dataset: Any, sampler: TokenBatchSampler, progress: Callable[[], tuple[int, int]], **kwargs
+    ):
         super().__init__(dataset, sampler=sampler, batch_size=None, **kwargs)
         self.progress = progress
 

@@ -41,7 +41,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     system temp folder and copies it into place when that is another filesystem, without fsync.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         if storage_options is not None or get_filesystem(path).protocol not in ("file", ("file", "local")):
             return super().save_checkpoint(checkpoint, path, storage_options)  # remote: fsspec's way
         path = Path(path)
@@ -131,10 +133,14 @@ class Checkpoint(ModelCheckpoint):
         # one decision for all ranks (any rank's signal or clock), or a collective save would hang
         if trainer.strategy.reduce_boolean_decision(due or trainer.received_sigterm, all=False):
             if trainer.received_sigterm:
-                log.warning("signal received: saving last.ckpt at step %d, then stopping", trainer.global_step)
+                log.warning(
+                    "signal received: saving last.ckpt at step %d, then stopping", trainer.global_step
+                )
             self._refresh_last(trainer)
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         """A signal that arrived outside a training step (e.g. during validation): save now."""
         super().on_exception(trainer, pl_module, exception)
         if isinstance(exception, SIGTERMException):  # _refresh_last skips outside fit and sanity checks

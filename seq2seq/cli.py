@@ -67,7 +67,8 @@ class TrainCLI(LightningCLI):
         try:
             self.trainer.fit(model, ckpt_path=ckpt_path, **kwargs)
         except SIGTERMException:
-            saved = self.trainer.checkpoint_callback.last_model_path if self.trainer.checkpoint_callback else ""
+            callback = self.trainer.checkpoint_callback
+            saved = callback.last_model_path if callback is not None else ""
             log.warning("stopped by a signal at step %d; resume with --ckpt_path last (%s)",
                         self.trainer.global_step, saved or "no checkpoint saved")  # fmt: skip
             sys.exit(PREEMPTED_EXIT)
@@ -112,7 +113,7 @@ def train_main(args: list[str] | None = None) -> TrainCLI:
                 "logger": {
                     "class_path": "lightning.pytorch.loggers.CSVLogger",
                     "init_args": {"save_dir": "runs"},
-                }
+                },
             },
         )
     except (CorpusError, CheckpointError) as e:

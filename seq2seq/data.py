@@ -286,7 +286,9 @@ class TranslationDataModule(pl.LightningDataModule):
             hp.stream_shuffle_buffer, shuffle=True, seed=hp.seed, num_replicas=world, rank=rank,
             sample_alpha=hp.sample_alpha,
         )  # fmt: skip
-        return EpochDataLoader(dataset, self._progress, num_workers=hp.num_workers, generator=self._generator())
+        return EpochDataLoader(
+            dataset, self._progress, num_workers=hp.num_workers, generator=self._generator()
+        )
 
     def _generator(self) -> torch.Generator:
         """A DataLoader draws its workers' base seed from this, not from the global generator,

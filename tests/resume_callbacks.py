@@ -28,7 +28,13 @@ class RecordBatches(pl.Callback):
     def __init__(self, path: str):
         self.path = path
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, *args: Any) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, *args: Any
+    ) -> None:
         with open(self.path, "a") as f:
-            record = {"epoch": trainer.current_epoch, "step": trainer.global_step, "index": batch.index.tolist()}
+            record = {
+                "epoch": trainer.current_epoch,
+                "step": trainer.global_step,
+                "index": batch.index.tolist(),
+            }
             f.write(json.dumps(record) + "\n")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, tiny_train_args
+from test_data import stream_corpus as stream_corpus_fixture  # noqa: F401 (registers the fixture)
 
 from seq2seq.checkpoint import PREEMPTED_EXIT, AtomicCheckpointIO, Checkpoint
 from seq2seq.cli import train_main
@@ -87,7 +87,10 @@ def test_preempted_run_resumes_bit_for_bit(variant: str, tmp_path: Path, cache: 
     assert [r["step"] for r in seen_resumed] == list(range(alone.global_step))
     assert seen_resumed == seen_alone
     # and the same weights, bit for bit (dropout 0.3: the random generators were restored too)
-    ours, theirs = dict(resumed.lightning_module.named_parameters()), dict(alone.lightning_module.named_parameters())
+    ours, theirs = (
+        dict(resumed.lightning_module.named_parameters()),
+        dict(alone.lightning_module.named_parameters()),
+    )
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[name], theirs[name]) for name in ours)
 
@@ -125,7 +128,9 @@ def test_a_kill_during_the_save_leaves_the_previous_checkpoint(tmp_path: Path) -
     assert proc.returncode == -signal.SIGKILL
     assert last.read_bytes() == before  # the previous checkpoint, untouched
     previous = load(last)
-    assert previous["global_step"] == 2 and all(torch.equal(previous["state_dict"][k], weights[k]) for k in weights)
+    assert previous["global_step"] == 2 and all(
+        torch.equal(previous["state_dict"][k], weights[k]) for k in weights
+    )
 
     # the next save replaces it whole and removes the dead writer's leftover
     newer = load(last) | {"global_step": 3}
@@ -144,10 +149,44 @@ def test_last_checkpoint_follows_the_wall_clock_interval(
         save_last(self, trainer, candidates)
 
     monkeypatch.setattr(Checkpoint, "_save_last_checkpoint", spy)
-    no_validation = ["--trainer.max_steps=4", "--trainer.num_sanity_val_steps=0", "--trainer.limit_val_batches=0"]
+    no_validation = [
+        "--trainer.max_steps=4",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.limit_val_batches=0",
+    ]
     for interval, expected in (("0:00:00.000001", [1, 2, 3, 4]), ("0:10:00", [4])):
         saves.clear()
         train_main(tiny_train_args(tmp_path / interval.replace(":", "-"), f"--data.cache_dir={cache}",
                                    f"--checkpoint.last_interval={interval}", *no_validation))  # fmt: skip
         # every step when the interval is that short; else only Lightning's save when training ends
         assert saves == expected, interval
+
+
+def positions(batches) -> list[tuple]:
+    return [(batch.position, tuple(batch.index.tolist())) for batch in batches]
+
+
+@pytest.mark.parametrize("variant", ["map", "stream"])
+def test_loaders_with_workers_resume_after_what_training_consumed(
+    variant: str, tmp_path: Path, stream_corpus
+) -> None:
+    """Two DataLoader workers fetch ahead, and Lightning holds one more batch: the state names
+    the batches training consumed, and a fresh loader continues right after them."""
+    from test_data import _stream_dm
+
+    dm = _stream_dm(stream_corpus[0], tmp_path, streaming=variant == "stream", num_workers=2)
+    consumed = [0]
+    dm._progress = lambda: (0, consumed[0])  # epoch 0, batches that finished a training step
+    loader = dm.train_dataloader
+    whole = positions(loader())
+    first = loader()
+    batches = iter(first)
+    trained = [next(batches) for _ in range(5)]
+    consumed[0] = 4
+    next(batches)  # fetched ahead: not trained on
+    state = first.state_dict()
+    again = loader()
+    again.load_state_dict(state)
+    rest = positions(again)
+    assert positions(trained[:4]) + rest == whole  # none twice, none skipped, same order
+    assert len(whole) > 8
