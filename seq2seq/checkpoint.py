@@ -20,7 +20,8 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -44,7 +45,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
-        if storage_options is not None or get_filesystem(path).protocol not in ("file", ("file", "local")):
+        if storage_options is not None or not _is_local_file_protocol(path):
             return super().save_checkpoint(checkpoint, path, storage_options)  # remote: fsspec's way
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,8 +126,10 @@ class Checkpoint(ModelCheckpoint):
         if not self._should_save_on_train_epoch_end(trainer):
             self._refresh_last(trainer)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        super().on_train_batch_end(trainer, pl_module, *args)
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         due = self.last_interval is not None and (
             time.monotonic() - self._last_refresh >= self.last_interval.total_seconds()
         )
@@ -145,24 +148,33 @@ class Checkpoint(ModelCheckpoint):
         super().on_exception(trainer, pl_module, exception)
         if isinstance(exception, SIGTERMException):  # _refresh_last skips outside fit and sanity checks
             self._refresh_last(trainer)
+        self._restore_usr1()
 
-    # -- SIGUSR1 stops the run like SIGTERM ---------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._last_refresh = time.monotonic()
-        if self._rng_to_restore is not None:  # after the loaders are built: nothing draws in between
+        if self._rng_to_restore is not None:  # the loaders are built: nothing draws before the step
             set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
-        # Lightning handles SIGTERM (trainer.received_sigterm); SIGUSR1 only for SLURM's
-        # auto-requeue, and then it has a handler already, which is left alone.
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGUSR1) in (
-            signal.SIG_DFL,
-            None,
-        ):
+
+    # -- SIGUSR1 stops the run like SIGTERM ---------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Installed before the loaders' workers fork, so they inherit it rather than die of
+        SIGUSR1. Lightning handles SIGTERM itself, and SIGUSR1 only for SLURM's auto-requeue,
+        which is then left to it (save, requeue)."""
+        super().setup(trainer, pl_module, stage)
+        env = getattr(trainer.strategy, "cluster_environment", None)
+        slurm_requeue = isinstance(env, SLURMEnvironment) and env.auto_requeue
+        main_thread = threading.current_thread() is threading.main_thread()
+        free = signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None)  # nobody else handles it
+        if stage == "fit" and main_thread and free and not slurm_requeue:
             self._usr1_handler = signal.signal(signal.SIGUSR1, _as_sigterm)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)
+        self._restore_usr1()
+
+    def _restore_usr1(self) -> None:
         if self._usr1_handler is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGUSR1, self._usr1_handler)
             self._usr1_handler = None

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, tiny_train_args
-from test_data import stream_corpus as stream_corpus_fixture  # noqa: F401 (registers the fixture)
+from test_data import _stream_dm, write_hub_shards
 
 from seq2seq.checkpoint import PREEMPTED_EXIT, AtomicCheckpointIO, Checkpoint
 from seq2seq.cli import train_main
@@ -166,15 +166,21 @@ def positions(batches) -> list[tuple]:
     return [(batch.position, tuple(batch.index.tolist())) for batch in batches]
 
 
+@pytest.fixture(scope="module")
+def two_shards(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A corpus in two JSON Lines shards: two DataLoader workers each stream one."""
+    from seq2seq.corpus import generate_pairs
+
+    return write_hub_shards(tmp_path_factory.mktemp("shards"), generate_pairs("en", "fr", 500, seed=5))
+
+
 @pytest.mark.parametrize("variant", ["map", "stream"])
 def test_loaders_with_workers_resume_after_what_training_consumed(
-    variant: str, tmp_path: Path, stream_corpus
+    variant: str, tmp_path: Path, two_shards: str
 ) -> None:
     """Two DataLoader workers fetch ahead, and Lightning holds one more batch: the state names
     the batches training consumed, and a fresh loader continues right after them."""
-    from test_data import _stream_dm
-
-    dm = _stream_dm(stream_corpus[0], tmp_path, streaming=variant == "stream", num_workers=2)
+    dm = _stream_dm(two_shards, tmp_path, streaming=variant == "stream", num_workers=2)
     consumed = [0]
     dm._progress = lambda: (0, consumed[0])  # epoch 0, batches that finished a training step
     loader = dm.train_dataloader
