@@ -7,6 +7,7 @@ the work per step roughly constant whatever the sentence lengths are.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+log = logging.getLogger(__name__)
 
 
 def make_batches(
@@ -158,8 +161,13 @@ class TokenBatchSampler(DistributedSampler):
         return {"seed": self.seed, "epoch": self.epoch, "position": self.position}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        if state["seed"] != self.seed:
-            raise ValueError(f"checkpoint's data seed {state['seed']} differs from this run's {self.seed}")
+        if state["seed"] != self.seed:  # another order of batches: the saved place means nothing
+            log.warning(
+                "data seed %d differs from the checkpoint's %d: the epoch starts over",
+                self.seed,
+                state["seed"],
+            )
+            return
         self.epoch = state["epoch"]  # before set_epoch: the loader's workers may start at once
         self._resume_at = (state["epoch"], state["position"])
 

@@ -137,8 +137,13 @@ class StreamingBatches(torch.utils.data.IterableDataset):
         ``{worker: (buffer, batch)}``, the last batch of each DataLoader worker's part of the
         stream that training consumed. The stream is read again up to there (it is shuffled
         the same way), but only the buffer it stopped in is tokenized and batched again."""
-        if state["seed"] != self.seed:
-            raise ValueError(f"checkpoint's data seed {state['seed']} differs from this run's {self.seed}")
+        if state["seed"] != self.seed:  # another order of batches: the saved place means nothing
+            log.warning(
+                "data seed %d differs from the checkpoint's %d: the epoch starts over",
+                self.seed,
+                state["seed"],
+            )
+            return
         self.epoch = state["epoch"]
         self._resume = (state["epoch"], {int(w): tuple(p) for w, p in state["positions"].items()})
 
@@ -264,4 +269,5 @@ class EpochDataLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.dataset.load_state_dict(state)
-        self._resume = state
+        if state["seed"] == self.dataset.seed:  # else the dataset starts the epoch over
+            self._resume = state

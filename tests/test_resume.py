@@ -196,3 +196,21 @@ def test_loaders_with_workers_resume_after_what_training_consumed(
     rest = positions(again)
     assert positions(trained[:4]) + rest == whole  # none twice, none skipped, same order
     assert len(whole) > 8
+
+
+def test_a_checkpoint_of_another_data_seed_starts_the_epoch_over(caplog: pytest.LogCaptureFixture) -> None:
+    import numpy as np
+
+    from seq2seq.batching import TokenBatchSampler
+
+    lengths = np.arange(1, 41)
+
+    def sampler(seed: int) -> TokenBatchSampler:
+        return TokenBatchSampler(lengths, lengths, max_tokens=100, max_sentences=8, seed=seed)
+
+    ours = sampler(1)
+    whole = list(ours)
+    ours.load_state_dict({**ours.state_dict(), "position": 3})
+    assert list(ours) == whole[3:]  # the same seed continues at its place
+    ours.load_state_dict({**sampler(2).state_dict(), "position": 3})
+    assert list(ours) == whole and "differs from the checkpoint's 2" in caplog.text
