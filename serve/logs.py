@@ -3,7 +3,7 @@ mode one line per HTTP request (method, path, status, texts, duration).
 
 The request line is written by the metrics middleware (``serve/metrics.py``, one pass for both);
 the number of texts is known only once FastAPI has validated the body, so the request model
-reports it with ``note(texts=...)`` into a per-request dict held in a context variable
+reports it with ``count_texts`` into a per-request dict held in a context variable
 (validation runs inside the middleware's call). The formatter is a few lines of ``json.dumps``,
 no dependency needed.
 """
@@ -26,11 +26,12 @@ access_logger = logging.getLogger("serve.access")
 _REQUEST_FIELDS: ContextVar[dict[str, Any] | None] = ContextVar("seq2seq_request_fields", default=None)
 
 
-def note(**fields: Any) -> None:
-    """Add fields to the current request's log line (no-op outside a logged request)."""
+def count_texts(n: int) -> None:
+    """Add ``n`` texts to the current request's log line (no-op outside a request). A LibreTranslate
+    request validates several native requests: its line counts them all."""
     current = _REQUEST_FIELDS.get()
     if current is not None:
-        current.update(fields)
+        current["texts"] = (current["texts"] or 0) + n
 
 
 class JsonFormatter(logging.Formatter):
@@ -81,7 +82,7 @@ def configure(log_format: str, level: str) -> dict | None:
 
 @contextmanager
 def request_fields() -> Iterator[dict[str, Any]]:
-    """The fields ``note`` adds to the request being handled inside this block."""
+    """The fields ``count_texts`` fills for the request handled inside this block."""
     fields: dict[str, Any] = {"texts": None}
     token = _REQUEST_FIELDS.set(fields)
     try:

@@ -59,8 +59,12 @@ BATCH_TEXTS = Histogram(
     "seq2seq_batch_texts", "texts an inference worker translated together", buckets=COUNTS
 )
 PREDICT = Histogram("seq2seq_batch_duration_seconds", "time to translate one batch", buckets=SECONDS)
-TEXTS = Counter("seq2seq_texts_translated", "texts (sentences) translated")
-TOKENS = Counter("seq2seq_tokens_translated", "subword tokens translated, source and target side", ["side"])
+TEXTS = Counter("seq2seq_texts_translated", "texts (sentences) translated, by model", ["model"])
+TOKENS = Counter(
+    "seq2seq_tokens_translated",
+    "subword tokens translated, by model and side (source, target)",
+    ["model", "side"],
+)
 WORKER_RESTARTS = Counter("seq2seq_worker_restarts", "inference workers restarted after they died")
 
 
@@ -128,15 +132,18 @@ def observe_queue_wait(request: Any) -> None:
         QUEUE_WAIT.observe(max(0.0, time.monotonic() - received))
 
 
-def observe_batch(results: Sequence[Sequence[Translation]], seconds: float) -> None:
-    """One worker batch: its requests (one result list each), texts and subword tokens."""
-    BATCH_REQUESTS.observe(len(results))
-    translations = [t for result in results for t in result]
-    BATCH_TEXTS.observe(len(translations))
+def observe_batch(requests: int, texts: int, seconds: float) -> None:
+    """One worker batch: how many requests and texts, and how long it took."""
+    BATCH_REQUESTS.observe(requests)
+    BATCH_TEXTS.observe(texts)
     PREDICT.observe(seconds)
-    TEXTS.inc(len(translations))
-    TOKENS.labels("source").inc(sum(len(t.source_tokens) for t in translations))
-    TOKENS.labels("target").inc(sum(len(t.hypotheses[0].tokens) for t in translations if t.hypotheses))
+
+
+def observe_translations(model: str, translations: Sequence[Translation]) -> None:
+    """One model's share of a batch (a pivoted text counts once per model): texts, subword tokens."""
+    TEXTS.labels(model).inc(len(translations))
+    TOKENS.labels(model, "source").inc(sum(len(t.source_tokens) for t in translations))
+    TOKENS.labels(model, "target").inc(sum(len(t.hypotheses[0].tokens) for t in translations if t.hypotheses))
 
 
 def add_metrics_route(app: FastAPI, authorize: Callable[..., Any]) -> None:
