@@ -1,10 +1,11 @@
 """An OpenAPI document that tells the truth about every status and body the server answers.
 
 FastAPI lists only 200 and 422 (with its own error shape) for a POST route and describes LitServe's
-plain-text ``/`` and ``/health`` as JSON. ``document`` wraps ``app.openapi`` and adds, from the
-routes themselves: 400, 413, 415 and our 422 shape for every JSON-body route, 401 for every route
-that checks the API key (when one is set), 503 and 504 for routes served by inference workers, and
-the plain-text bodies. The request models describe themselves (see ``serve/schemas.py``).
+plain-text ``/health`` as JSON. ``document`` wraps ``app.openapi`` and adds, from the
+routes themselves: for the routes LitServe serves through inference workers 400, 413, 415, our 422
+shape, 503 and 504; 401 for every route that checks the API key (when one is set); and the
+plain-text bodies. Routes added with their own error documentation (LibreTranslate's) keep it.
+The request models describe themselves (see ``serve/schemas.py``).
 """
 
 from __future__ import annotations
@@ -71,8 +72,7 @@ WORKER_ERRORS = {
     "504": _json(ErrorMessage, "the request waited in the queue longer than the server's --timeout"),
 }
 UNAUTHORIZED = {"401": _json(ErrorMessage, "missing or wrong X-API-Key header")}
-PLAIN = {  # LitServe's own routes and /metrics answer text
-    "/": {"200": _text("the server runs", "litserve running")},
+PLAIN = {  # LitServe's health route and /metrics answer text
     "/health": {
         "200": _text("every inference worker is ready", "ok"),
         "503": _text("an inference worker is starting or restarting", "not ready"),
@@ -99,7 +99,7 @@ INFO = {
 
 
 class PlainTextDefault:
-    """LitServe answers ``/`` and ``/health`` with no Content-Type: label them text/plain, as documented."""
+    """LitServe answers ``/health`` with no Content-Type: label it text/plain, as documented."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -140,8 +140,6 @@ def document(app: FastAPI, worker_paths: Iterable[str], authorize: Callable | No
             ref_template="#/components/schemas/{model}",
         )
         components.update(ours["$defs"])
-        for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 shape, which we do not send
-            components.pop(name, None)
         for path, operations in schema.get("paths", {}).items():
             for operation in operations.values():
                 responses = operation.setdefault("responses", {})
@@ -149,10 +147,8 @@ def document(app: FastAPI, worker_paths: Iterable[str], authorize: Callable | No
                     responses.update(PLAIN[path])
                 if path == "/info":
                     responses.update(INFO)
-                if "requestBody" in operation:
-                    responses.update(BODY_ERRORS)
-                if path in worker_paths:
-                    responses.update(WORKER_ERRORS)
+                if path in worker_paths:  # LitServe's routes: FastAPI validates the body, workers answer
+                    responses.update(BODY_ERRORS | WORKER_ERRORS)
                 if path in keyed:
                     responses.update(UNAUTHORIZED)
         return schema

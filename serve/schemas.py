@@ -59,10 +59,30 @@ def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
     return next((s for s in prop.get("anyOf", []) if s.get("type") != "null"), prop)
 
 
+def _pairs() -> list[dict[str, Any]]:
+    """One schema per (source, target) the catalog routes, either code left out (or null) where
+    that still leaves one route."""
+    codes: list[str | None] = [None, *sorted(CATALOG.languages())]
+    pairs = []
+    for source in codes:
+        for target in codes:
+            try:
+                CATALOG.route(source, target)
+            except PairError:
+                continue
+            given = {k: v for k, v in (("source", source), ("target", target)) if v is not None}
+            pairs.append({
+                "required": list(given),
+                "properties": {k: {"const": given[k]} if k in given else {"type": "null"} for k in ("source", "target")},
+            })  # fmt: skip
+    return pairs
+
+
 def _document_limits(schema: dict[str, Any]) -> None:
     """The JSON schema says what the validators enforce: exactly one of ``text``/``texts``, the
-    limits as configured when the document is generated (after ``configure_limits``), and
-    n_best <= beam_size (one branch per beam size). Not expressible: valid Unicode."""
+    limits as configured when the document is generated (after ``configure_limits``),
+    n_best <= beam_size (one branch per beam size) and the language pairs the loaded models
+    translate. Not expressible: valid Unicode."""
     props = schema["properties"]
     text = {"type": "string", "minLength": 1, "maxLength": LIMITS.max_chars, "pattern": r"\S"}
     _not_null(props["text"]).update(text)
@@ -79,6 +99,8 @@ def _document_limits(schema: dict[str, Any]) -> None:
         for b in range(1, LIMITS.max_beam + 1)
     ] + [{"not": {"required": ["beam_size"]}, "properties": {"n_best": {"maximum": default_beam}}}]
     schema["allOf"] = [{"oneOf": one_text}, {"anyOf": n_best_fits}]
+    if CATALOG.models:
+        schema["allOf"].append({"anyOf": _pairs()})
     schema["examples"] = [{"text": "A dog runs in the park."}, {"texts": ["One.", "Two."], "beam_size": 1}]
 
 
