@@ -161,6 +161,8 @@ def traffic(ops_server: Server, translator: Translator, sentences) -> dict:
         assert httpx.post(f"{url}/translate", content=b'{"text": "one"}').status_code == 415
     assert httpx.get(f"{url}/info").status_code == 200
     assert httpx.get(f"{url}/no-such-page").status_code == 404
+    libre = httpx.post(f"{url}/translate", json={"q": "seven", "source": "en", "target": "fr"}, timeout=60)
+    assert libre.status_code == 200, libre.text  # LibreTranslate's request: its own route, same workers
     posts = ("POST", "/translate")
     after = wait_for(
         lambda: (
@@ -174,6 +176,8 @@ def traffic(ops_server: Server, translator: Translator, sentences) -> dict:
         "the HTTP metrics of 9 POST /translate",
     )
     reference = [translator.translate(texts, beam_size=2, max_length=MAX_LENGTH) for texts in batches]
+    reference.append(translator.translate(["seven"], beam_size=5, max_length=MAX_LENGTH))  # LibreTranslate's
+    assert libre.json()["translatedText"] == reference[-1][0].text
     return {"before": before, "after": after, "sizes": sizes, "reference": reference}
 
 
@@ -191,22 +195,22 @@ def test_metrics_count_known_traffic(traffic: dict) -> None:
         ("POST", "/translate", "415"): 2,
         ("GET", "/info", "200"): 1,
         ("GET", "unmatched", "404"): 1,
+        ("POST", "/libretranslate/translate", "200"): 1,  # a route added after the metrics, counted too
     }
     for (method, path, status), count in expected.items():
         got = delta(before, after, "seq2seq_http_requests_total", method=method, path=path, status=status)
         assert got == count, (method, path, status)
     translations = [t for batch in traffic["reference"] for t in batch]
-    assert (
-        delta(before, after, "seq2seq_texts_translated_total") == len(translations) == sum(traffic["sizes"])
-    )
+    requests, texts = len(traffic["reference"]), sum(traffic["sizes"]) + 1  # + LibreTranslate's
+    assert delta(before, after, "seq2seq_texts_translated_total") == len(translations) == texts
     source = sum(len(t.source_tokens) for t in translations)
     target = sum(len(t.hypotheses[0].tokens) for t in translations)
     assert delta(before, after, "seq2seq_texts_translated_total", model="en-fr") == len(translations)
     assert delta(before, after, "seq2seq_tokens_translated_total", side="source") == source
     assert delta(before, after, "seq2seq_tokens_translated_total", side="target") == target
-    assert delta(before, after, "seq2seq_queue_wait_seconds_count") == 4  # one per translated request
-    assert delta(before, after, "seq2seq_batch_requests_sum") == 4
-    assert delta(before, after, "seq2seq_batch_texts_sum") == sum(traffic["sizes"])
+    assert delta(before, after, "seq2seq_queue_wait_seconds_count") == requests  # one per translated request
+    assert delta(before, after, "seq2seq_batch_requests_sum") == requests
+    assert delta(before, after, "seq2seq_batch_texts_sum") == texts
     assert delta(before, after, "seq2seq_batch_duration_seconds_count") == delta(
         before, after, "seq2seq_batch_requests_count"
     )
@@ -228,6 +232,8 @@ def test_json_log_has_one_line_per_request(ops_server: Server, traffic: dict) ->
         sum(1 for e in requests if e["path"] == "/translate" and e["status"] == 422 and e["texts"] is None)
         >= 3
     )
+    (libre,) = [e for e in requests if e["path"] == "/libretranslate/translate"]
+    assert (libre["status"], libre["texts"]) == (200, 1)
     (missing,) = [e for e in requests if e["path"] == "/no-such-page"]
     assert (missing["method"], missing["status"]) == ("GET", 404)
     assert all(isinstance(e["duration_ms"], float) and e["duration_ms"] >= 0 for e in requests)
