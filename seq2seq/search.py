@@ -203,7 +203,7 @@ class Finished:
     def add(self, live: torch.Tensor, t: int, candidates: torch.Tensor) -> None:
         """candidates (live, width): scores of hypotheses ending with EOS at step t (-inf: none)."""
         width = candidates.size(1)
-        norm = candidates / length_penalty(torch.tensor(t + 1), self.alpha)
+        norm = candidates / length_penalty(torch.tensor(t + 1, device=candidates.device), self.alpha)
         ref = t * width + torch.arange(width, device=candidates.device).expand_as(candidates)
         all_norm = torch.cat([self.norm[live], norm], dim=1)  # (live, 2 * width)
         self.norm[live], pick = all_norm.topk(width, dim=1)

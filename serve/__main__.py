@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     from serve.languages import install_languages_route
     from serve.libretranslate import install_libretranslate
     from serve.schemas import configure_limits
+    from serve.web import install_web
 
     limits = configure_limits(max_chars=args.max_chars, max_texts=args.max_texts,
                               max_beam=args.max_beam, max_length=args.max_length)  # fmt: skip
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     install_error_handlers(server.app)
     install_languages_route(server.app, catalog)
     install_libretranslate(server.app, catalog, Detector(catalog.source_models()), args.api_key, max_payload)
+    install_web(server.app)  # the page at / and offline /docs
     # SIGINT too: a shell starts background jobs with SIGINT ignored, and Ctrl+C must still work
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
