@@ -94,7 +94,7 @@ def test_pivot_through_english(server: Server, translators) -> None:
 def test_worker_batches_by_model_and_pivots_in_two_legs(tiny_checkpoints, translators) -> None:
     """In-process: a pivoting job shares the fr->en call with a direct fr->en job of equal options."""
     catalog = Catalog.from_metadata([check_checkpoint(str(p)) for p in tiny_checkpoints.values()])
-    api = TranslatorAPI(catalog)
+    api = TranslatorAPI(catalog, threads=1)  # setup() sets this process's torch threads: keep conftest's 1
     api.setup("cpu")
     calls = []
 

@@ -242,7 +242,7 @@ def test_concurrent_requests_get_their_own_translations(
 def test_predict_groups_requests_by_options(tiny_checkpoint: Path, translator: Translator, sentences) -> None:
     """In-process: one translate call per distinct options, each job gets its own results."""
     catalog = Catalog.from_metadata([check_checkpoint(str(tiny_checkpoint))])
-    api = TranslatorAPI(catalog)
+    api = TranslatorAPI(catalog, threads=1)  # setup() sets this process's torch threads: keep conftest's 1
     api.setup("cpu")
     calls: list[int] = []
     (model,) = api.translators.values()
@@ -308,7 +308,7 @@ def test_a_text_never_gets_an_empty_translation(tiny_checkpoint: Path, tmp_path:
     assert {t.text for t in translator.translate(sentences[:4], beam_size=3, min_length=0)} == {""}
     for t in translator.translate(sentences[:4], beam_size=3, n_best=3) + translator.translate(sentences[:4]):
         assert all(h.text.strip() for h in t.hypotheses), t  # a lone "▁" does not count
-    api = TranslatorAPI(Catalog.from_metadata([check_checkpoint(str(path))]))
+    api = TranslatorAPI(Catalog.from_metadata([check_checkpoint(str(path))]), threads=1)
     api.setup("cpu")
     job = api.decode_request(TranslateRequest(texts=sentences[:4], beam_size=3))
     served = api.encode_response(api.predict(job))
