@@ -4,14 +4,12 @@ with three tiny models (en->fr, fr->en, en->de), the real ``libretranslatepy`` c
 from __future__ import annotations
 
 import html
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 from libretranslatepy import LibreTranslateAPI
-from test_serve import MAX_LENGTH, ROOT, Server, free_port, start_server
+from test_serve import MAX_LENGTH, Server, failed_starts, start_server
 
 from seq2seq.translator import Translator
 from serve.api import DecodeOptions, Job, TranslatorAPI
@@ -237,17 +235,7 @@ def test_startup_refuses_two_models_of_one_pair_and_an_empty_folder(tiny_checkpo
         ],
         "empty-folder": ["--checkpoint", str(tiny_checkpoints["fr-en"]), "--checkpoint", str(empty)],
     }
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "serve", "--port", str(free_port()), *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for name, args in runs.items()
-    }
-    results = {name: (p.wait(timeout=180), p.communicate()[1]) for name, p in procs.items()}
+    results = failed_starts(runs)
     for name, words in (("same-pair", "both translate en to fr"), ("empty-folder", "holds no *.ckpt")):
         code, stderr = results[name]
         assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
