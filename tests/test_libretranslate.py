@@ -3,6 +3,7 @@ with three tiny models (en->fr, fr->en, en->de), the real ``libretranslatepy`` c
 
 from __future__ import annotations
 
+import asyncio
 import html
 from pathlib import Path
 
@@ -87,6 +88,31 @@ def test_pivot_through_english(server: Server, translators) -> None:
     assert [[h["text"] for h in t["n_best"]] for t in body["translations"]] == [
         [h.text for h in t.hypotheses] for t in german
     ]
+
+
+def test_concurrent_requests_for_every_pair_and_both_apis(server: Server, translators) -> None:
+    """24 simultaneous requests over four pairs (one pivoted), native and LibreTranslate mixed."""
+    texts = {"en": EN, "fr": FR}
+    pairs = [("en", "fr"), ("fr", "en"), ("fr", "de"), ("en", "de")] * 6
+    jobs = [(src, tgt, texts[src][k % len(texts[src])], k % 2 == 0) for k, (src, tgt) in enumerate(pairs)]
+
+    def reference(src: str, tgt: str, text: str) -> str:
+        if (src, tgt) == ("fr", "de"):
+            return best(translators["en-de"], best(translators["fr-en"], [text]))[0]
+        return best(translators[f"{src}-{tgt}"], [text])[0]
+
+    async def run_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120, headers={"X-API-Key": KEY}) as client:
+            return await asyncio.gather(*(
+                client.post("/translate", json={"text": text, "source": src, "target": tgt} if native
+                            else {"q": text, "source": src, "target": tgt})
+                for src, tgt, text, native in jobs
+            ))  # fmt: skip
+
+    for (src, tgt, text, native), r in zip(jobs, asyncio.run(run_all()), strict=True):
+        assert r.status_code == 200, r.text
+        got = r.json()["translations"][0]["text"] if native else r.json()["translatedText"]
+        assert got == reference(src, tgt, text), (src, tgt, text, native)
 
 
 def test_worker_batches_by_model_and_pivots_in_two_legs(tiny_checkpoints, translators) -> None:
