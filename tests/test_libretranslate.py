@@ -266,3 +266,11 @@ def test_startup_refuses_two_models_of_one_pair_and_an_empty_folder(tiny_checkpo
         code, stderr = results[name]
         assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
         assert stderr.startswith("seq2seq-serve: error:") and words in stderr, stderr
+
+
+@pytest.mark.parametrize("path", ["/translate", "/libretranslate/translate", "/detect"])
+def test_oversize_body_gets_413(server: Server, path: str) -> None:
+    big = b'{"q": "' + b"a" * 600_000 + b'", "source": "en", "target": "fr"}'
+    r = lt(server, path, content=big, headers={"content-type": "application/json", "X-API-Key": KEY})
+    assert r.status_code == 413 and "too large" in r.text, r.text
+    assert lt(server, json={"q": "twelve", "source": "en", "target": "fr", "api_key": KEY}).status_code == 200
