@@ -1,9 +1,10 @@
 """The LitServe API: batching of translation requests over every loaded model, API-key check, JSON
 error handlers.
 
-Workers are spawned processes, so ``TranslatorAPI`` holds only picklable settings; the model is
-loaded in ``setup`` inside each worker. torch is imported there too, never at module level: the
-HTTP processes import this module and have no use for it. No ``from __future__ import
+Workers are spawned processes, so ``TranslatorAPI`` holds only picklable settings and the catalog
+of checkpoints; every model is loaded in ``setup`` inside each worker (all pairs share the
+workers). torch is imported there too, never at module level: the HTTP processes import this
+module and have no use for it. No ``from __future__ import
 annotations`` here: LitServe reads the annotations of ``decode_request``/``encode_response`` as
 classes for FastAPI (the other annotations are strings).
 """

@@ -138,6 +138,21 @@ def start_server(checkpoint: Path | None, log_dir: Path, *args: str, env: dict |
     pytest.fail(f"server not healthy after {START_DEADLINE} s:\n{server.stderr()}")
 
 
+def failed_starts(runs: dict[str, list[str]]) -> dict[str, tuple[int, str]]:
+    """Start ``python -m serve`` with each set of arguments at once; (exit code, stderr) of each."""
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "serve", "--port", str(free_port()), *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for name, args in runs.items()
+    }
+    return {name: (p.wait(timeout=180), p.communicate()[1]) for name, p in procs.items()}
+
+
 def same(served: dict, reference, n_best: int = 1) -> None:
     """A served translation equals the Translator's: text, n-best texts, tokens and scores."""
     assert served["text"] == reference.text
@@ -246,7 +261,7 @@ def test_concurrent_requests_get_their_own_translations(
 def test_predict_groups_requests_by_options(tiny_checkpoint: Path, translator: Translator, sentences) -> None:
     """In-process: one translate call per distinct options, each job gets its own results."""
     catalog = Catalog.from_metadata([check_checkpoint(str(tiny_checkpoint))])
-    api = TranslatorAPI(catalog, threads=1)  # setup() sets torch's threads for this whole process
+    api = TranslatorAPI(catalog, threads=1)  # setup() sets this process's torch threads: keep conftest's 1
     api.setup("cpu")
     calls: list[int] = []
     (model,) = api.translators.values()
@@ -496,17 +511,7 @@ def bad_checkpoint_runs(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPath
     torch.load(d / "probe.ckpt", weights_only=False)
     assert probe.exists()
     files = {"missing": d / "nope.ckpt", "corrupt": corrupt, "evil": evil}
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "serve", "--checkpoint", str(path), "--port", str(free_port())],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for name, path in files.items()
-    }
-    results = {name: (p.wait(timeout=180), p.communicate()[1]) for name, p in procs.items()}
+    results = failed_starts({name: ["--checkpoint", str(path)] for name, path in files.items()})
     return {"results": results, "marker": marker}
 
 
