@@ -142,7 +142,7 @@ def test_lone_requests_are_not_held_and_concurrent_ones_are_answered_alike(
 
 def test_device_cpu_server_reports_it(slow_window_server) -> None:
     info = httpx.get(f"{slow_window_server.url}/info", timeout=10).json()
-    assert info["model"]["device"] == "cpu" and info["server"]["devices"] == ["cpu"]
+    assert [m["device"] for m in info["model"]["models"]] == ["cpu"] and info["server"]["devices"] == ["cpu"]
 
 
 # -- --device ------------------------------------------------------------------------------------
