@@ -209,6 +209,33 @@ def test_keys_pairs_and_bad_requests(server: Server) -> None:
     assert same.status_code == 200 and same.json() == {"translatedText": "twelve"}
 
 
+def test_openapi_documents_exactly_the_pairs_answered(server: Server) -> None:
+    """The documented (source, target) pairs are those GET /languages lists, a language into itself
+    and "auto" into what every detectable language reaches; each answers 200, any other 400."""
+    doc = httpx.get(f"{server.url}/openapi.json", headers={"X-API-Key": KEY}).json()
+    operation = doc["paths"]["/libretranslate/translate"]["post"]
+    assert set(operation["requestBody"]["content"]) == {
+        "application/json",
+        "application/x-www-form-urlencoded",
+    }
+    assert {"200", "400", "403", "413"} <= set(operation["responses"])  # 403: a key is set
+    root = doc["paths"]["/translate"]["post"]  # the root takes both APIs' bodies and answers both errors
+    assert {"401", "403", "422"} <= set(root["responses"])
+    assert root["requestBody"]["content"]["application/x-www-form-urlencoded"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    documented = {(p["properties"]["source"]["const"], p["properties"]["target"]["const"])
+                  for p in schema["allOf"][0]["anyOf"]}  # fmt: skip
+    codes = ["de", "en", "fr"]
+    listed = {(lang["code"], t) for lang in LANGUAGES for t in lang["targets"]}
+    auto = {("auto", t) for t in codes if all((s, t) in listed or s == t for s in ("en", "fr"))}
+    assert documented == listed | {(c, c) for c in codes} | auto
+    for source in ["auto", *codes]:
+        for target in codes:
+            body = {"q": "twelve", "source": source, "target": target, "api_key": KEY}
+            r = lt(server, data=body if source == "fr" else None, json=None if source == "fr" else body)
+            assert r.status_code == (200 if (source, target) in documented else 400), (source, target, r.text)
+
+
 BAD = {
     "empty-q": ({"json": {"q": "", "source": "en", "target": "fr"}}, "missing q"),
     "no-q-form": ({"data": {"q": "", "source": "en", "target": "fr"}}, "missing q"),
