@@ -50,8 +50,8 @@ TRANSLATED = {
 }
 
 
-def _text(min_length: int) -> dict[str, Any]:
-    return {"type": "string", "minLength": min_length, "maxLength": LIMITS.max_chars}
+def _text() -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": LIMITS.max_chars}
 
 
 def _pairs(catalog: Catalog) -> list[dict[str, Any]]:
@@ -73,15 +73,23 @@ def _pairs(catalog: Catalog) -> list[dict[str, Any]]:
     return [{"properties": {"source": {"const": s}, "target": {"const": t}}} for s, t in given]
 
 
+def _example(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A body for the docs page: the first pair that translates (not auto, not into itself)."""
+    codes = [(p["properties"]["source"]["const"], p["properties"]["target"]["const"]) for p in pairs]
+    source, target = next(((s, t) for s, t in codes if s not in ("auto", t)), codes[0])
+    return {"q": "A dog runs.", "source": source, "target": target}
+
+
 def translate_body(catalog: Catalog) -> dict[str, Any]:
+    pairs = _pairs(catalog)
     return {
         "type": "object",
         "required": ["q", "source", "target"],
         "properties": {
             "q": {
                 "anyOf": [
-                    _text(1),
-                    {"type": "array", "items": _text(1), "minItems": 1, "maxItems": LIMITS.max_texts},
+                    _text(),
+                    {"type": "array", "items": _text(), "minItems": 1, "maxItems": LIMITS.max_texts},
                 ],
                 "description": "a text, or a list of texts",
             },
@@ -104,8 +112,9 @@ def translate_body(catalog: Catalog) -> dict[str, Any]:
                 "description": "the server's --api-key, if set (or the X-API-Key header)",
             },
         },
-        "allOf": [{"anyOf": _pairs(catalog)}],
+        "allOf": [{"anyOf": pairs}],
         "additionalProperties": True,  # ignored, as LibreTranslate does (clients send apiKey, secret)
+        "examples": [_example(pairs)],
     }
 
 
@@ -114,10 +123,11 @@ def detect_body() -> dict[str, Any]:
         "type": "object",
         "required": ["q"],
         "properties": {
-            "q": _text(1),
+            "q": _text(),
             "api_key": {"type": ["string", "null"], "description": "as for /translate"},
         },
         "additionalProperties": True,
+        "examples": [{"q": "A dog runs."}],
     }
 
 
