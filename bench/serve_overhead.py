@@ -47,6 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--threads", type=int, default=0, help="server and in-process threads (0: cores // workers)"
     )
+    p.add_argument(
+        "--reference-threads", type=int, default=0,
+        help="in-process threads (0: as each server worker), e.g. 2 beside --workers 2 --threads 1",
+    )
     p.add_argument("--max-batch-size", type=int, default=16, help="server option")
     p.add_argument("--batch-timeout", type=float, default=0.01, help="server option")
     p.add_argument("--json", type=Path, help="also write the figures here")
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cores = len(os.sched_getaffinity(0))
     threads = args.threads or max(1, cores // args.workers)  # what each server worker uses
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.reference_threads or threads)
     translator = Translator.from_checkpoint(args.checkpoint)
     texts = read_sentences(args.data, translator.src_lang)
     for beam in args.beams:  # warm-up: allocator, threads, caches
@@ -142,7 +146,8 @@ def main(argv: list[str] | None = None) -> None:
         proc.wait(timeout=60)
     load_after = os.getloadavg()
 
-    print(f"\n{cores} cores, {threads} torch threads in-process and per server worker, {args.workers} worker(s), "
+    print(f"\n{cores} cores, {torch.get_num_threads()} torch threads in-process, {threads} per server worker, "
+          f"{args.workers} worker(s), "
           f"{args.clients} clients; load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")  # fmt: skip
     print(f"{'beam':>4} {'in-proc p50':>11} {'HTTP p50':>9} {'overhead':>9} {'batch-16/s':>10} "
           f"{f'{args.clients} clients/s':>13} {'ratio':>6} {'errors':>6} {'client cores':>12} {'/health p50':>11}")  # fmt: skip

@@ -8,9 +8,11 @@ replaces only that collection step (LitServe's ``BatchedLoop`` runs the hooks as
 - it blocks on the queue for the first request, so an idle worker sleeps;
 - it takes whatever else is already queued: requests that arrived while the last batch ran;
 - it waits for more, until the window closes (counted from the first request's arrival), only
-  while the batch holds fewer requests than the previous one did. With one client the previous
-  batch held one request, so nothing waits; with N clients in a closed loop the N requests that
-  the last batch answered are on their way back, and the batch waits for them.
+  while the batch holds fewer requests than the largest of the last few batches. With one client
+  those held one request each, so nothing waits; with N clients in a closed loop the N requests
+  that the last batch answered are on their way back, and the batch waits for them. The largest,
+  not the last: one batch that the window closed short (a slow round trip on a busy machine) must
+  not lower the next target, or batches ratchet down to a few requests each under full load.
 
 A LitAPI takes a custom loop (``LitAPI(loop=...)``); LitServe has no hook for the collection
 policy alone, hence this subclass.
@@ -19,6 +21,7 @@ policy alone, hence this subclass.
 from __future__ import annotations
 
 import time
+from collections import deque
 from queue import Empty, Queue
 
 from litserve import LitAPI
@@ -28,6 +31,7 @@ from litserve.transport.base import MessageTransport
 from litserve.utils import LitAPIStatus, LoopResponseType
 
 IDLE_WAIT = 1.0  # seconds one blocking get waits for a first request before the loop goes round
+RECENT = 4  # batches whose largest size is the target: load that leaves costs at most RECENT windows
 
 
 class AdaptiveBatchedLoop(BatchedLoop):
@@ -35,7 +39,7 @@ class AdaptiveBatchedLoop(BatchedLoop):
 
     def __init__(self) -> None:
         super().__init__()
-        self.expected = 1  # size of the previous batch: about how many clients wait on this worker
+        self.recent: deque[int] = deque([1], maxlen=RECENT)  # sizes of the last batches
 
     def get_batch_requests(
         self, lit_api: LitAPI, request_queue: Queue, transport: MessageTransport
@@ -49,7 +53,7 @@ class AdaptiveBatchedLoop(BatchedLoop):
             return payloads, timed_out
         self._take(item, lit_api, transport, payloads, timed_out)
         deadline = item[2] + lit_api.batch_timeout  # item: (response_queue_id, uid, enqueued at, request)
-        target = min(self.expected, lit_api.max_batch_size)
+        target = min(max(self.recent), lit_api.max_batch_size)  # about how many clients wait on us
         while (taken := len(payloads) + len(timed_out)) < lit_api.max_batch_size:
             wait = deadline - time.monotonic() if taken < target else 0.0
             try:
@@ -57,7 +61,7 @@ class AdaptiveBatchedLoop(BatchedLoop):
             except Empty:
                 break
             self._take(item, lit_api, transport, payloads, timed_out)
-        self.expected = max(1, len(payloads))
+        self.recent.append(max(1, len(payloads)))
         return payloads, timed_out
 
     def _take(

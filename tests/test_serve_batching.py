@@ -21,7 +21,7 @@ from test_serve import MAX_LENGTH, ROOT, free_port, same, start_server
 from seq2seq import commands
 from seq2seq.corpus import generate_pairs
 from seq2seq.translator import Translator
-from serve.batching import AdaptiveBatchedLoop
+from serve.batching import RECENT, AdaptiveBatchedLoop
 
 WINDOW = 0.5  # a batch window far longer than a tiny-model translation
 
@@ -59,25 +59,39 @@ def test_lone_request_goes_at_once_and_queued_ones_batch_together(api: LitAPI) -
     assert uids == [6, 7]
 
 
-def test_window_waits_only_for_as_many_as_the_last_batch(api: LitAPI) -> None:
+def test_window_waits_for_as_many_as_the_largest_recent_batch(api: LitAPI) -> None:
     loop, queue = AdaptiveBatchedLoop(), Queue()
     for uid in range(3):
         queue.put(request(uid))
     assert collect(loop, api, queue)[0] == [0, 1, 2]  # three clients are being served
 
-    queue.put(request(3))  # their next requests come back one by one
-    later = threading.Timer(0.1, lambda: [queue.put(request(uid)) for uid in (4, 5)])
-    later.start()
-    uids, _, took = collect(loop, api, queue)
-    later.join()
+    def come_back(uids: tuple[int, ...], first: int) -> tuple[list, float]:
+        """``first`` is queued now, the others 0.1 s later: clients whose answers went out."""
+        queue.put(request(first))
+        later = threading.Timer(0.1, lambda: [queue.put(request(uid)) for uid in uids])
+        later.start()
+        uids_got, _, took = collect(loop, api, queue)
+        later.join()
+        return uids_got, took
+
+    uids, took = come_back((4, 5), first=3)
     assert uids == [3, 4, 5] and 0.09 < took < WINDOW  # waited for the two, not the window
 
-    queue.put(request(6))  # two clients left: the window closes with one
+    queue.put(request(6))  # a slow round trip: the window closes with one
     uids, _, took = collect(loop, api, queue)
     assert uids == [6] and WINDOW * 0.9 < took < WINDOW * 2
-    queue.put(request(7))  # and the next lone request goes at once again
-    uids, _, took = collect(loop, api, queue)
-    assert uids == [7] and took < WINDOW / 5
+    uids, took = come_back((8, 9), first=7)  # one short batch does not lower the target
+    assert uids == [7, 8, 9] and 0.09 < took < WINDOW
+
+    api.batch_timeout = 0.05  # the clients leave: lone requests wait until the short batches are all
+    took = []  # that the target remembers, then go at once again
+    for uid in range(10, 10 + RECENT + 2):
+        queue.put(request(uid))
+        got, _, t = collect(loop, api, queue)
+        assert got == [uid]
+        took.append(t)
+    assert all(0.045 < t < 0.5 for t in took[:RECENT]), took
+    assert all(t < 0.02 for t in took[RECENT:]), took
 
 
 def test_stale_requests_time_out_and_the_sentinel_stops(api: LitAPI) -> None:
