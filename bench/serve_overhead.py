@@ -48,7 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=0, help="server and in-process threads (0: cores // workers)"
     )
     p.add_argument(
-        "--reference-threads", type=int, default=0,
+        "--reference-threads",
+        type=int,
+        default=0,
         help="in-process threads (0: as each server worker), e.g. 2 beside --workers 2 --threads 1",
     )
     p.add_argument("--max-batch-size", type=int, default=16, help="server option")
