@@ -73,6 +73,21 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def batch_totals(url: str) -> dict[str, float]:
+    """The workers' batch counters from ``/metrics``: batches, requests in them, seconds translating."""
+    names = (
+        "seq2seq_batch_requests_count",
+        "seq2seq_batch_requests_sum",
+        "seq2seq_batch_duration_seconds_sum",
+    )
+    totals = dict.fromkeys(names, 0.0)
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in totals:
+            totals[name] += float(value)
+    return totals
+
+
 def p50_ms(times: list[float]) -> float:
     return round(1000 * statistics.median(times), 2)
 
@@ -102,11 +117,14 @@ def one_round(translator: Translator, url: str, server_pid: int, texts: list[str
 
     before = batches_of_16()  # in-process before and after the HTTP load, to see the same machine
     server_pids = tree(server_pid)
+    batches0 = batch_totals(url)
     cpu0, server0, wall0 = time.process_time(), cpu_seconds(server_pids), time.perf_counter()
     loaded = asyncio.run(load(url, {}, batched, argparse.Namespace(**{**vars(args), "beam_size": beam})))
     wall = time.perf_counter() - wall0
     client_cores = round((time.process_time() - cpu0) / wall, 2)
     server_cores = round((cpu_seconds(server_pids) - server0) / wall, 2)
+    batches = {k: v - batches0[k] for k, v in batch_totals(url).items()}  # includes load()'s warm-up request
+    count = max(1.0, batches["seq2seq_batch_requests_count"])
     local_sps = (before + batches_of_16()) / 2
     row = {
         "beam": beam,
@@ -121,6 +139,8 @@ def one_round(translator: Translator, url: str, server_pid: int, texts: list[str
         "http_clients_p50_ms": loaded["p50_ms"],
         "client_cores": client_cores,
         "server_cores": server_cores,
+        "mean_batch": round(batches["seq2seq_batch_requests_sum"] / count, 1),
+        "worker_busy": round(batches["seq2seq_batch_duration_seconds_sum"] / (wall * args.workers), 2),
     }
     return row
 
