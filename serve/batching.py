@@ -7,7 +7,7 @@ replaces only that collection step (LitServe's ``BatchedLoop`` runs the hooks as
 
 - it blocks on the queue for the first request, so an idle worker sleeps;
 - it takes whatever else is already queued: requests that arrived while the last batch ran;
-- it waits for more, until the window closes (counted from the first request's arrival), only
+- it waits for more, until the window closes (counted from when the worker took the first), only
   while the batch holds fewer requests than the largest of the last few batches. With one client
   those held one request each, so nothing waits; with N clients in a closed loop the N requests
   that the last batch answered are on their way back, and the batch waits for them. The largest,
@@ -52,7 +52,10 @@ class AdaptiveBatchedLoop(BatchedLoop):
         except Empty:
             return payloads, timed_out
         self._take(item, lit_api, transport, payloads, timed_out)
-        deadline = item[2] + lit_api.batch_timeout  # item: (response_queue_id, uid, enqueued at, request)
+        # from now, not from the first request's arrival: requests that queued while the last batch
+        # ran would otherwise close the window at once, and 16 clients settle into two alternating
+        # batches of 8 (the half answered last is still on its way back when the other half goes)
+        deadline = time.monotonic() + lit_api.batch_timeout
         target = min(max(self.recent), lit_api.max_batch_size)  # about how many clients wait on us
         while (taken := len(payloads) + len(timed_out)) < lit_api.max_batch_size:
             wait = deadline - time.monotonic() if taken < target else 0.0

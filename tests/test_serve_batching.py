@@ -76,6 +76,9 @@ def test_window_waits_for_as_many_as_the_largest_recent_batch(api: LitAPI) -> No
 
     uids, took = come_back((4, 5), first=3)
     assert uids == [3, 4, 5] and 0.09 < took < WINDOW  # waited for the two, not the window
+    queue.put(request(30, age=WINDOW))  # queued while the last batch ran: the window starts now,
+    uids, took = come_back((32,), first=31)  # so the batch still waits for the third
+    assert uids == [30, 31, 32] and 0.09 < took < WINDOW
 
     queue.put(request(6))  # a slow round trip: the window closes with one
     uids, _, took = collect(loop, api, queue)
