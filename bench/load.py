@@ -114,12 +114,17 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
         "--batch-timeout", str(args.batch_timeout), "--quantize", args.quantize,
         "--log-level", "warning",
     ]  # fmt: skip
+    return launch(cmd, port)
+
+
+def launch(cmd: list[str], port: int, name: str = "load.py") -> tuple[subprocess.Popen, str]:
+    """Run the server command and wait until ``/health`` answers 200; exit with a message if not."""
     proc = subprocess.Popen(cmd, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"load.py: the server exited with code {proc.returncode} during start-up")
+            sys.exit(f"{name}: the server exited with code {proc.returncode} during start-up")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return proc, url
@@ -127,7 +132,7 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
             pass
         time.sleep(0.2)
     proc.kill()
-    sys.exit("load.py: the server did not become healthy within 300 s")
+    sys.exit(f"{name}: the server did not become healthy within 300 s")
 
 
 def read_sentences(data: Path, lang: str) -> list[str]:
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         info = httpx.get(f"{url}/info", headers=headers, timeout=10)
         info.raise_for_status()
-        model = info.json()["model"]
+        model = info.json()["model"]["models"][0]  # the first model's language pair
         sentences = read_sentences(args.data, model["src_lang"])
         sampler = MemorySampler(pid) if pid else None
         if sampler:

@@ -7,13 +7,19 @@ the work per step roughly constant whatever the sentence lengths are.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from seq2seq.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+log = logging.getLogger(__name__)
 
 
 def make_batches(
@@ -94,6 +100,8 @@ class TokenBatchSampler(DistributedSampler):
 
     It subclasses ``DistributedSampler`` only so that Lightning sees a sampler that already
     shards by rank and calls ``set_epoch`` on it instead of wrapping it in its own.
+    The batches of an epoch depend only on ``(seed, epoch)``, so its state is those two and the
+    number of batches already taken: ``load_state_dict`` makes the next pass start there.
     """
 
     def __init__(
@@ -114,6 +122,8 @@ class TokenBatchSampler(DistributedSampler):
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
         self.num_replicas, self.rank, self.keep = num_replicas, rank, keep
         self._cache: tuple[int, list[list[int]]] | None = None
+        self.position = 0  # batches of this epoch yielded so far
+        self._resume_at: tuple[int, int] | None = None  # (epoch, position) to start the next pass at
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -133,11 +143,58 @@ class TokenBatchSampler(DistributedSampler):
             self._cache = (self.epoch, shard_batches(batches, self.num_replicas, self.rank))
         return self._cache[1]
 
-    def __iter__(self):
-        return iter(self.batches())
+    def __iter__(self) -> Iterator[list[int]]:
+        batches, start = self.batches(), 0
+        if self._resume_at is not None:
+            if self._resume_at[0] == self.epoch:
+                start = self._resume_at[1]
+            self._resume_at = None
+        self.position = start
+        for i in range(start, len(batches)):
+            self.position = i + 1
+            yield batches[i]
 
     def __len__(self) -> int:
-        return len(self.batches())
+        return len(self.batches())  # the whole epoch, also when resuming in the middle of it
+
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed, "epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["seed"] != self.seed:  # another order of batches: the saved place means nothing
+            log.warning(
+                "data seed %d differs from the checkpoint's %d: the epoch starts over",
+                self.seed,
+                state["seed"],
+            )
+            return
+        self.epoch = state["epoch"]  # before set_epoch: the loader's workers may start at once
+        self._resume_at = (state["epoch"], state["position"])
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader that Lightning saves in checkpoints and restores (it keeps ``state_dict()`` of
+    stateful train loaders), so a run resumed mid-epoch continues with the next batch.
+
+    The position saved is what training consumed (``progress``: the epoch and its batches that
+    finished a training step), not what the sampler yielded: workers and Lightning fetch ahead.
+    """
+
+    def __init__(
+        self, dataset: Any, sampler: TokenBatchSampler, progress: Callable[[], tuple[int, int]], **kwargs
+    ):
+        super().__init__(dataset, sampler=sampler, batch_size=None, **kwargs)
+        self.progress = progress
+
+    def state_dict(self) -> dict[str, int]:
+        state = self.sampler.state_dict()
+        epoch, consumed = self.progress()
+        if epoch == state["epoch"]:
+            state["position"] = consumed
+        return state
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)
 
 
 @dataclass
@@ -149,11 +206,11 @@ class Batch:
     tgt_in: torch.Tensor  # (batch, tgt_len)
     tgt_out: torch.Tensor  # (batch, tgt_len)
     index: torch.Tensor  # (batch,) positions in the split, to look up references
+    position: tuple[int, int, int] | None = None  # streaming: (worker, buffer, batch in buffer)
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(
-            *(t.to(device) for t in (self.src, self.src_lengths, self.tgt_in, self.tgt_out, self.index))
-        )
+        tensors = (self.src, self.src_lengths, self.tgt_in, self.tgt_out, self.index)
+        return Batch(*(t.to(device) for t in tensors), self.position)
 
     @property
     def num_tgt_tokens(self) -> int:

@@ -10,38 +10,15 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
+from seq2seq.checkpoint import PREEMPTED_EXIT, Checkpoint
 from seq2seq.data import TranslationDataModule
 from seq2seq.module import TranslationModule
 from seq2seq.sources import CorpusError
 from seq2seq.translator import CheckpointError
 
 log = logging.getLogger(__name__)
-
-
-class Checkpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose ``last.ckpt`` follows every validation, not only improvements.
-
-    Lightning refreshes ``last.ckpt`` only when it also writes a top-k file, so with
-    ``monitor: val/bleu`` it would hold the best epoch, not the latest, and ``--ckpt_path last``
-    would silently throw away every epoch since the best one.
-    """
-
-    def _refresh_last(self, trainer: pl.Trainer) -> None:
-        if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    # Run after the parent's save in whichever hook it saves from, so a top-k save comes first.
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._refresh_last(trainer)
 
 
 class TrainCLI(LightningCLI):
@@ -58,6 +35,7 @@ class TrainCLI(LightningCLI):
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-{epoch}-{step}",
                 "checkpoint.auto_insert_metric_name": False,
+                "checkpoint.last_interval": "00:10:00",
             }
         )
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
@@ -82,10 +60,18 @@ class TrainCLI(LightningCLI):
             fail(f"invalid configuration: {e}")
 
     def fit(self, model: pl.LightningModule, ckpt_path: str | None = None, **kwargs: Any) -> None:
-        """``trainer.fit``, with ``--ckpt_path last`` resuming from this experiment's newest last.ckpt."""
+        """``trainer.fit``, with ``--ckpt_path last`` resuming from this experiment's newest last.ckpt;
+        stopped by SIGTERM or SIGUSR1 (last.ckpt saved), it exits with status ``PREEMPTED_EXIT``."""
         if ckpt_path == "last":
             ckpt_path = find_last_checkpoint(self.trainer) or ckpt_path
-        self.trainer.fit(model, ckpt_path=ckpt_path, **kwargs)
+        try:
+            self.trainer.fit(model, ckpt_path=ckpt_path, **kwargs)
+        except SIGTERMException:
+            callback = self.trainer.checkpoint_callback
+            saved = callback.last_model_path if callback is not None else ""
+            log.warning("stopped by a signal at step %d; resume with --ckpt_path last (%s)",
+                        self.trainer.global_step, saved or "no checkpoint saved")  # fmt: skip
+            sys.exit(PREEMPTED_EXIT)
 
 
 def find_last_checkpoint(trainer: pl.Trainer) -> str | None:
@@ -123,10 +109,11 @@ def train_main(args: list[str] | None = None) -> TrainCLI:
             args=args,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={
+                "plugins": {"class_path": "seq2seq.checkpoint.AtomicCheckpointIO"},
                 "logger": {
                     "class_path": "lightning.pytorch.loggers.CSVLogger",
                     "init_args": {"save_dir": "runs"},
-                }
+                },
             },
         )
     except (CorpusError, CheckpointError) as e:

@@ -54,7 +54,8 @@ def add_model_args(p: argparse.ArgumentParser, beam_size: int) -> None:
     p.add_argument("--beam-size", type=int, default=beam_size, help="1 = greedy (default %(default)s)")
     p.add_argument("--max-length", type=int, default=200, help="most output subwords, EOS included")
     p.add_argument("--max-ratio", type=float, default=3.0, help="most output subwords per source subword")
-    p.add_argument("--min-length", type=int, default=0, help="fewest output subwords before EOS")
+    p.add_argument("--min-length", type=int, default=1,
+                   help="fewest output subwords before EOS (default 1: never an empty translation)")  # fmt: skip
     p.add_argument(
         "--length-penalty", type=float, default=None,
         help="GNMT alpha; 0 ranks by log-probability (default: the model config's model.length_penalty)",

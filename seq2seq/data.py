@@ -23,9 +23,10 @@ from typing import Literal
 import datasets
 import lightning.pytorch as pl
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
-from seq2seq.batching import Batch, TokenBatchSampler, collate
+from seq2seq.batching import Batch, ResumableLoader, TokenBatchSampler, collate
 from seq2seq.sources import CorpusError, load_corpus
 from seq2seq.streaming import EpochDataLoader, StreamingBatches, head_pairs, load_streaming_corpus
 from seq2seq.tokenizer import Tokenizer
@@ -268,10 +269,13 @@ class TranslationDataModule(pl.LightningDataModule):
         dataset = BatchDataset(
             data, (self.src_tokenizer, self.tgt_tokenizer), hp.sample_alpha if train else None
         )
-        return DataLoader(
-            dataset, sampler=sampler, batch_size=None, collate_fn=_identity,
-            num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
+        options = dict(
+            collate_fn=_identity, num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
+            generator=self._generator(),
         )  # fmt: skip
+        if train:
+            return ResumableLoader(dataset, sampler, self._progress, **options)
+        return DataLoader(dataset, sampler=sampler, batch_size=None, **options)
 
     def _stream_loader(self) -> DataLoader:
         hp = self.hparams
@@ -282,11 +286,22 @@ class TranslationDataModule(pl.LightningDataModule):
             hp.stream_shuffle_buffer, shuffle=True, seed=hp.seed, num_replicas=world, rank=rank,
             sample_alpha=hp.sample_alpha,
         )  # fmt: skip
-        return EpochDataLoader(dataset, self._current_epoch, num_workers=hp.num_workers)
+        return EpochDataLoader(
+            dataset, self._progress, num_workers=hp.num_workers, generator=self._generator()
+        )
 
-    def _current_epoch(self) -> int:
+    def _generator(self) -> torch.Generator:
+        """A DataLoader draws its workers' base seed from this, not from the global generator,
+        so that loading data never shifts the dropout masks (and a resumed run draws the same)."""
+        return torch.Generator().manual_seed(self.hparams.seed)
+
+    def _progress(self) -> tuple[int, int]:
+        """The current epoch and how many of its batches finished a training step: where a
+        run resumed from a checkpoint saved now must continue (loaders fetch ahead of this)."""
         trainer = getattr(self, "trainer", None)
-        return trainer.current_epoch if trainer else 0
+        if trainer is None:
+            return 0, 0
+        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def train_dataloader(self) -> DataLoader:
         return self._stream_loader() if self.train_stream is not None else self._loader("train", True)

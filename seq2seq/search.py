@@ -57,6 +57,11 @@ def length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
     return ((5.0 + lengths.float()) / 6.0) ** alpha
 
 
+def counts(token: torch.Tensor, silent: torch.Tensor | None) -> torch.Tensor:
+    """1 where ``token`` counts towards ``min_length``: every token, or those not ``silent``."""
+    return torch.ones_like(token) if silent is None else (~silent[token]).long()
+
+
 def split_eos(log_probs: torch.Tensor) -> torch.Tensor:
     """Take the EOS scores out of ``log_probs`` and return them. In place, EOS, PAD and BOS
     become -inf there: what is left are the ways to continue (PAD and BOS are never output)."""
@@ -136,10 +141,12 @@ def greedy_search(
     max_ratio: float | None = None,
     min_length: int = 0,
     return_attention: bool = False,
+    silent: torch.Tensor | None = None,
 ) -> SearchResult:
     """Pick the most likely token at each step, for the whole batch at once.
 
-    EOS is barred before ``min_length`` tokens and forced at the length limit.
+    EOS is barred before ``min_length`` tokens and forced at the length limit; with ``silent``
+    (vocab,) True for pieces that show no text (a lone "▁"), only the other tokens count.
     """
     batch, device = src.size(0), src.device
     state = model.encode(src, src_lengths)
@@ -151,12 +158,14 @@ def greedy_search(
     ends: list[list[tuple[int, int]]] = [[] for _ in range(batch)]
     done = torch.zeros(batch, dtype=torch.bool, device=device)  # ended rows not yet dropped
     hist = History(batch, 1, src.size(1), device, return_attention)
+    shown = torch.zeros(batch, dtype=torch.long, device=device)  # tokens that count for min_length
     for t in range(int(limits.max())):
         log_probs, state, attn = model.decode_step(prev, state)  # (live, vocab), (live, src_len)
         eos = split_eos(log_probs)  # (live,)
         best, token = log_probs.max(dim=-1)  # best non-EOS token (live,)
         at_limit = t + 1 >= limits[live]
-        stop = ~done & (at_limit | ((t >= min_length) & (eos >= best)))
+        stop = ~done & (at_limit | ((shown >= min_length) & (eos >= best)))
+        shown += counts(token, silent)
         scores += torch.where(stop, eos, best)
         hist.record(live, token[:, None], torch.zeros_like(token)[:, None], attn[:, None])
         if stop.any():
@@ -169,12 +178,13 @@ def greedy_search(
                 break
             if worth_compacting(done):
                 keep = (~done).nonzero().squeeze(1)
-                state, live, scores, token, done = (
+                state, live, scores, token, done, shown = (
                     state.index_select(keep),
                     live[keep],
                     scores[keep],
                     token[keep],
                     done[keep],
+                    shown[keep],
                 )
         prev = token
     tokens, attention = hist.backtrack(ends, src_lengths.tolist())
@@ -193,7 +203,7 @@ class Finished:
     def add(self, live: torch.Tensor, t: int, candidates: torch.Tensor) -> None:
         """candidates (live, width): scores of hypotheses ending with EOS at step t (-inf: none)."""
         width = candidates.size(1)
-        norm = candidates / length_penalty(torch.tensor(t + 1), self.alpha)
+        norm = candidates / length_penalty(torch.tensor(t + 1, device=candidates.device), self.alpha)
         ref = t * width + torch.arange(width, device=candidates.device).expand_as(candidates)
         all_norm = torch.cat([self.norm[live], norm], dim=1)  # (live, 2 * width)
         self.norm[live], pick = all_norm.topk(width, dim=1)
@@ -235,9 +245,11 @@ def beam_search(
     min_length: int = 0,
     alpha: float = 0.0,
     return_attention: bool = False,
+    silent: torch.Tensor | None = None,
 ) -> SearchResult:
     """Keep the ``beam_size`` best unfinished prefixes per sentence; rank ended ones by
-    length-penalized score (``alpha``) and return the ``n_best`` best."""
+    length-penalized score (``alpha``) and return the ``n_best`` best. ``min_length`` and
+    ``silent`` as in ``greedy_search``."""
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
     batch, k, device = src.size(0), beam_size, src.device
@@ -251,6 +263,7 @@ def beam_search(
     prev = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
     finished = Finished(batch, k, alpha, device)
     hist = History(batch, k, src.size(1), device, return_attention)
+    shown = torch.zeros(batch, k, dtype=torch.long, device=device)  # (live, k): as in greedy_search
 
     for t in range(int(limits.max())):
         # log_probs (live * k, vocab), attn (live * k, src_len)
@@ -268,8 +281,9 @@ def beam_search(
         parent, token = flat // vocab, flat % vocab
 
         # End: EOS after each beam, if allowed now and it ranks among the best k candidates.
-        may_end = at_limit | (t >= min_length)
-        ending = torch.where(may_end[:, None], scores + eos, NEG_INF)  # (live, k)
+        may_end = at_limit[:, None] | (shown >= min_length)  # (live, k)
+        ending = torch.where(may_end, scores + eos, NEG_INF)  # (live, k)
+        shown = shown.gather(1, parent) + counts(token, silent)
         kth = torch.cat([new_scores, ending], dim=1).topk(k, dim=1).values[:, -1:]
         finished.add(live, t, ending.masked_fill(ending < kth, NEG_INF))
         hist.record(live, token, parent, attn.view(n, k, -1) if return_attention else None)
@@ -282,7 +296,7 @@ def beam_search(
         if worth_compacting(settled):  # follow hypotheses to their slots, drop settled sentences
             keep = (~settled).nonzero().squeeze(1)
             state = state.index_select((keep[:, None] * k + parent[keep]).view(-1))  # (live' * k,)
-            live, scores, token = live[keep], scores[keep], token[keep]
+            live, scores, token, shown = live[keep], scores[keep], token[keep], shown[keep]
         else:  # follow each hypothesis to its new slot within its sentence
             rows = (torch.arange(n, device=device)[:, None] * k + parent).view(-1)  # (live * k,)
             reorder = getattr(state, "reorder_beams", state.index_select)

@@ -15,7 +15,9 @@ DataLoader workers split the stream by shards (files), the same way on every ran
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import datasets
 import numpy as np
@@ -125,35 +127,66 @@ class StreamingBatches(torch.utils.data.IterableDataset):
         self.buffer_size, self.shuffle_buffer, self.shuffle = buffer_size, shuffle_buffer, shuffle
         self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
         self.sample_alpha, self.epoch = sample_alpha, 0
+        self._resume: tuple[int, dict[int, tuple[int, int]]] | None = None  # (epoch, positions)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Make the next pass over ``state["epoch"]`` continue after ``state["positions"]``:
+        ``{worker: (buffer, batch)}``, the last batch of each DataLoader worker's part of the
+        stream that training consumed. The stream is read again up to there (it is shuffled
+        the same way), but only the buffer it stopped in is tokenized and batched again."""
+        if state["seed"] != self.seed:  # another order of batches: the saved place means nothing
+            log.warning(
+                "data seed %d differs from the checkpoint's %d: the epoch starts over",
+                self.seed,
+                state["seed"],
+            )
+            return
+        self.epoch = state["epoch"]
+        self._resume = (state["epoch"], {int(w): tuple(p) for w, p in state["positions"].items()})
+
     def __iter__(self) -> Iterator[Batch]:
+        worker = get_worker_info()
+        worker_id = worker.id if worker is not None else 0
+        after = None
+        if self._resume is not None and self._resume[0] == self.epoch:
+            after = self._resume[1].get(worker_id)
+        return self._batches(worker_id, after)
+
+    def _batches(self, worker_id: int, after: tuple[int, int] | None) -> Iterator[Batch]:
         stream = self.stream
         if self.shuffle:  # same seed on every rank: all ranks read the same order
             stream = stream.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
             stream.set_epoch(self.epoch)
-        worker = get_worker_info()
-        worker_id = worker.id if worker is not None else 0
+        start_buffer, start_batch = (after[0], after[1] + 1) if after is not None else (0, 0)
         buffer: list[tuple[str, str]] = []
         counts = {"empty": 0, "too long": 0, "left over": 0}
         number = 0  # of the buffer, in this worker's part of the stream
+
+        def deal() -> Iterator[Batch]:
+            if number >= start_buffer:  # earlier buffers were trained on before a resume
+                skip = start_batch if number == start_buffer else 0
+                yield from self._deal(buffer, [worker_id, number], counts, skip)
+
         for src, tgt in self.reader.pairs(stream):
             if not (src.strip() and tgt.strip()):
                 counts["empty"] += 1
                 continue
             buffer.append((src, tgt))
             if len(buffer) == self.buffer_size:
-                yield from self._deal(buffer, [worker_id, number], counts)
+                yield from deal()
                 buffer, number = [], number + 1
         if buffer:
-            yield from self._deal(buffer, [worker_id, number], counts)
+            yield from deal()
         if any(counts.values()):
             log.warning("%s, epoch %d: skipped %s", self.reader.where, self.epoch, counts)
 
-    def _deal(self, buffer: list[tuple[str, str]], key: list[int], counts: dict) -> Iterator[Batch]:
-        """Batches of one buffer, this rank's share: same count on every rank."""
+    def _deal(
+        self, buffer: list[tuple[str, str]], key: list[int], counts: dict, skip: int = 0
+    ) -> Iterator[Batch]:
+        """Batches of one buffer, this rank's share (same count on every rank), from the ``skip``-th."""
         src_tok, tgt_tok = self.tokenizers
         src_ids = src_tok.encode([s for s, _ in buffer])
         tgt_ids = tgt_tok.encode([t for _, t in buffer])
@@ -174,26 +207,67 @@ class StreamingBatches(torch.utils.data.IterableDataset):
             keep,
         )
         offset = key[1] * self.buffer_size  # Batch.index: position in this worker's stream
-        for batch in shard_batches(batches, self.num_replicas, self.rank):
+        for number, batch in enumerate(shard_batches(batches, self.num_replicas, self.rank)):
+            if number < skip:
+                continue
             if self.sample_alpha:  # subword regularization: resample this batch's segmentation
                 src = src_tok.encode([buffer[i][0] for i in batch], self.sample_alpha)
                 tgt = tgt_tok.encode([buffer[i][1] for i in batch], self.sample_alpha)
             else:
                 src, tgt = [src_ids[i] for i in batch], [tgt_ids[i] for i in batch]
-            yield collate(src, tgt, [offset + i for i in batch])
+            out = collate(src, tgt, [offset + i for i in batch])
+            out.position = (key[0], key[1], number)
+            yield out
 
 
 class EpochDataLoader(DataLoader):
-    """A DataLoader that tells its iterable dataset the epoch before each pass.
+    """The DataLoader of ``StreamingBatches``: tells it the epoch before each pass, and is saved
+    in checkpoints and restored by Lightning (it keeps ``state_dict()`` of stateful train loaders).
 
     Lightning calls ``set_epoch`` only on samplers, and an iterable dataset has none; setting
-    it here, before the workers start, lets every worker see the new epoch.
+    it here, before the workers start, lets every worker see the new epoch. The state names,
+    for every worker, the last batch that finished a training step (``progress``: the epoch and
+    the number of its batches trained on); workers and Lightning fetch batches ahead of that.
     """
 
-    def __init__(self, dataset: StreamingBatches, epoch_fn: Callable[[], int], **kwargs):
+    def __init__(self, dataset: StreamingBatches, progress: Callable[[], tuple[int, int]], **kwargs):
         super().__init__(dataset, batch_size=None, **kwargs)
-        self.epoch_fn = epoch_fn
+        self.progress = progress
+        self._resume: dict[str, Any] | None = None
+        self._base, self._yielded = 0, 0  # batches trained on before this pass / yielded by it
+        self._taken: dict[int, tuple[int, int]] = {}  # worker -> (buffer, batch) surely trained on
+        self._recent: deque[tuple[int, int, int]] = deque()  # positions yielded, maybe in flight
 
     def __iter__(self):
-        self.dataset.set_epoch(self.epoch_fn())
-        return super().__iter__()
+        epoch = self.progress()[0]
+        self.dataset.set_epoch(epoch)
+        self._base, self._yielded, self._taken, self._recent = 0, 0, {}, deque()
+        if self._resume is not None and self._resume["epoch"] == epoch:
+            self._base = self._resume["batches"]
+            self._taken = {int(w): tuple(p) for w, p in self._resume["positions"].items()}
+        iterator = super().__iter__()  # the dataset (and copies in workers) took the resume point
+        self._resume = self.dataset._resume = None
+        return self._track(iterator)
+
+    def _track(self, iterator: Iterator[Batch]) -> Iterator[Batch]:
+        for batch in iterator:
+            self._recent.append(batch.position)
+            if len(self._recent) > 256:  # far more than anything fetches ahead: trained on
+                worker, buffer, number = self._recent.popleft()
+                self._taken[worker] = (buffer, number)
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        epoch, consumed = self.progress()
+        taken = dict(self._taken)
+        in_flight = self._base + self._yielded - consumed  # fetched, not trained on
+        recent = list(self._recent)
+        for worker, buffer, number in recent[: max(0, len(recent) - in_flight)]:
+            taken[worker] = (buffer, number)
+        return {"seed": self.dataset.seed, "epoch": epoch, "batches": consumed, "positions": taken}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dataset.load_state_dict(state)
+        if state["seed"] == self.dataset.seed:  # else the dataset starts the epoch over
+            self._resume = state

@@ -89,6 +89,14 @@ class Translator:
         self.src_lang, self.tgt_lang = metadata.get("src_lang"), metadata.get("tgt_lang")
         # the GNMT alpha the model's config chose for test decoding: translate()'s default
         self.default_length_penalty = float(metadata.get("length_penalty", 0.0))
+        # pieces that show no text on their own (a lone "▁"): they do not count for min_length
+        sp = tgt_tokenizer.sp
+        self.silent = torch.tensor(
+            [
+                not sp.is_control(i) and not sp.id_to_piece(i).replace("▁", "").strip()
+                for i in range(sp.get_piece_size())
+            ]
+        )
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, quantize: str | None = None) -> Translator:
@@ -119,7 +127,7 @@ class Translator:
         n_best: int = 1,
         max_length: int = 200,
         max_ratio: float | None = 3.0,
-        min_length: int = 0,
+        min_length: int = 1,
         length_penalty: float | None = None,
         return_attention: bool = False,
         max_tokens: int = 4096,
@@ -127,7 +135,9 @@ class Translator:
     ) -> list[Translation]:
         """Translate ``texts`` in length-sorted batches of at most ``max_tokens`` source tokens
         (and 256 sentences); ``progress(n)`` is called after each batch of ``n`` sentences.
-        ``length_penalty`` (GNMT alpha) defaults to the one the model was trained to be tested with."""
+        ``length_penalty`` (GNMT alpha) defaults to the one the model was trained to be tested with;
+        ``min_length=1`` bars an empty translation (a model may rank end of sentence first): it counts
+        only tokens that show text."""
         if length_penalty is None:
             length_penalty = self.default_length_penalty
         if n_best > max(1, beam_size):
@@ -141,7 +151,7 @@ class Translator:
             out = search(
                 self.model, batch.src, batch.src_lengths, beam_size=beam_size, n_best=n_best,
                 max_length=max_length, max_ratio=max_ratio, min_length=min_length,
-                alpha=length_penalty, return_attention=return_attention,
+                alpha=length_penalty, return_attention=return_attention, silent=self.silent,
             )  # fmt: skip
             for row, i in enumerate(batch_idx):
                 results[i] = self._translation(texts[i], ids[i], out, row)

@@ -1,7 +1,9 @@
-"""``python -m serve --checkpoint model.ckpt`` (console script ``seq2seq-serve``).
+"""``python -m serve --checkpoint de-en.ckpt --checkpoint en-de.ckpt`` (console script ``seq2seq-serve``).
 
-The checkpoint is checked before any worker starts, so a missing, corrupt or unsafe file stops
-start-up with one line on stderr and exit code 2. The check runs in a short-lived child process:
+``--checkpoint`` repeats, or names a folder (every ``*.ckpt`` in it); each model's languages come
+from its checkpoint. The checkpoints are checked before any worker starts, so a missing, corrupt
+or unsafe file, or two files for one language pair, stops start-up with one line on stderr and
+exit code 2. The check runs in one short-lived child process:
 this process never imports torch, so neither do the HTTP processes LitServe forks from it (each
 would otherwise carry about 200 MB of torch); only the inference workers load the model.
 """
@@ -17,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from serve.checkpoint import check_checkpoint_isolated
+from serve.checkpoint import check_checkpoints_isolated
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the only hosts LitServe accepts
 
@@ -25,8 +27,9 @@ HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the only hosts LitServe accepts
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="seq2seq-serve", description="Serve a seq2seq checkpoint over HTTP.")
     env_ckpt = os.environ.get("SEQ2SEQ_CHECKPOINT")
-    p.add_argument("--checkpoint", default=env_ckpt, required=env_ckpt is None,
-                   help="model .ckpt file (default: $SEQ2SEQ_CHECKPOINT)")  # fmt: skip
+    p.add_argument("--checkpoint", action="append", required=env_ckpt is None,
+                   help="model .ckpt file, or a folder of them; repeat for more language pairs "
+                        "(default: $SEQ2SEQ_CHECKPOINT)")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", choices=HOSTS)
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="inference processes, each with its own model")
@@ -46,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait in the queue")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     args = p.parse_args(argv)
+    args.checkpoint = args.checkpoint or [env_ckpt]
     for name in (
         "port",
         "workers",
@@ -104,26 +108,60 @@ def _reap_children() -> None:
             child.kill()
 
 
+def checkpoint_files(given: list[str]) -> list[str]:
+    """The files named, with each folder replaced by the ``*.ckpt`` files in it."""
+    files: list[str] = []
+    for name in given:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.glob("*.ckpt") if p.is_file())
+            if not found:
+                fail(f"checkpoint folder {name} holds no *.ckpt file")
+            files += found
+        elif path.is_file():
+            files.append(name)
+        else:  # before the slow torch import
+            fail(f"checkpoint {name} does not exist or is not a file")
+    return files
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if not Path(args.checkpoint).is_file():  # before the slow torch import
-        fail(f"checkpoint {args.checkpoint} does not exist or is not a file")
-    metadata, error = check_checkpoint_isolated(args.checkpoint)
+    metas, error = check_checkpoints_isolated(checkpoint_files(args.checkpoint))
     if error is not None:
         fail(error)
+    from serve.models import Catalog, configure_catalog
+
+    try:
+        catalog = configure_catalog(Catalog.from_metadata(metas))
+    except ValueError as e:
+        fail(str(e))
     if not port_free(args.host, args.port):
         fail(f"cannot listen on {args.host}:{args.port}: the port is in use")
 
     import litserve as ls
 
     from serve.api import TranslatorAPI, install_error_handlers
+    from serve.detect import Detector
+    from serve.languages import install_languages_route
+    from serve.libretranslate import install_libretranslate
     from serve.schemas import configure_limits
+    from serve.web import install_web
 
     limits = configure_limits(max_chars=args.max_chars, max_texts=args.max_texts,
                               max_beam=args.max_beam, max_length=args.max_length)  # fmt: skip
-    metadata.update(quantize=args.quantize, limits=vars(limits))
+    metadata = {
+        "models": [
+            {k: v for k, v in meta.items() if k not in ("path", "src_spm")} | {"quantize": args.quantize}
+            for meta in catalog.models.values()
+        ],
+        "pairs": catalog.describe_pairs(),
+        "limits": vars(limits),
+    }
+    # worst case: every character a 6-byte JSON escape, plus room for the options
+    max_payload = args.max_texts * (6 * args.max_chars + 8) + 65536
     api = TranslatorAPI(
-        args.checkpoint, quantize=args.quantize, workers=args.workers, threads=args.threads or None,
+        catalog, quantize=args.quantize, workers=args.workers, threads=args.threads or None,
         api_key=args.api_key, max_length=args.max_length,
         max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout,
     )  # fmt: skip
@@ -133,10 +171,12 @@ def main(argv: list[str] | None = None) -> None:
         workers_per_device=args.workers,
         timeout=args.timeout,
         model_metadata=metadata,
-        # worst case: every character a 6-byte JSON escape, plus room for the options
-        max_payload_size=args.max_texts * (6 * args.max_chars + 8) + 65536,
+        max_payload_size=max_payload,
     )
     install_error_handlers(server.app)
+    install_languages_route(server.app, catalog)
+    install_libretranslate(server.app, catalog, Detector(catalog.source_models()), args.api_key, max_payload)
+    install_web(server.app)  # the page at / and offline /docs
     # SIGINT too: a shell starts background jobs with SIGINT ignored, and Ctrl+C must still work
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

@@ -1,4 +1,5 @@
-"""The LitServe API: batching of translation requests, API-key check, JSON error handlers.
+"""The LitServe API: batching of translation requests over every loaded model, API-key check, JSON
+error handlers.
 
 Workers are spawned processes, so ``TranslatorAPI`` holds only picklable settings; the model is
 loaded in ``setup`` inside each worker. torch is imported there too, never at module level: the
@@ -10,8 +11,7 @@ classes for FastAPI (the other annotations are strings).
 import hmac
 import logging
 import os
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import litserve as ls
@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serve.models import Catalog, Route
 from serve.schemas import Hypothesis, TranslateRequest, TranslateResponse, TranslationOut
 
 if TYPE_CHECKING:
@@ -40,22 +41,38 @@ class DecodeOptions:
     max_length: int
     length_penalty: float | None  # None: the model's default
     return_attention: bool
+    min_length: int = 1  # a non-empty text never gets an empty translation (EOS first)
+
+    def for_pivot(self) -> "DecodeOptions":
+        """The first leg of a pivot: only its best English text is needed."""
+        return replace(self, n_best=1, length_penalty=None, return_attention=False)
 
 
 @dataclass
 class Job:
-    """A decoded request: its texts and options."""
+    """A decoded request: its texts, options and the model(s) that translate it."""
 
     texts: list[str]
     options: DecodeOptions
+    route: Route
+
+
+@dataclass
+class JobResult:
+    """A job's translations (from the last leg), and the pivot texts when there were two legs."""
+
+    route: Route
+    translations: "list[Translation]"
+    pivot_texts: list[str] | None = None
 
 
 class TranslatorAPI(ls.LitAPI):
-    """``POST /translate``: concurrent requests with equal options are translated in one batch."""
+    """``POST /translate``: concurrent requests for the same model and options are translated in one
+    batch. Every worker holds every model of the catalog."""
 
     def __init__(
         self,
-        checkpoint: str | Path,
+        catalog: Catalog,
         quantize: str = "none",
         workers: int = 1,
         threads: int | None = None,
@@ -65,22 +82,20 @@ class TranslatorAPI(ls.LitAPI):
         batch_timeout: float = 0.01,
     ):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/translate")
-        self.checkpoint = str(checkpoint)
+        self.catalog = catalog
         self.quantize = quantize
         self.workers = workers
         self.threads = threads  # None: share the cores between the workers
         self.api_key = api_key or None
         self.max_length = max_length  # when a request gives none (the spawned workers lack LIMITS)
-        self.translator: Translator | None = None
+        self.translators: dict[str, Translator] = {}
 
     def setup(self, device: str) -> None:
         import torch
 
-        from seq2seq.translator import Translator
-
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         torch.set_num_threads(self.threads or max(1, (cores or 1) // self.workers))
-        self.translator = Translator.from_checkpoint(self.checkpoint, quantize=self.quantize)
+        self.translators = self.catalog.load_translators(self.quantize)
 
     async def authorize(self, request: Request) -> None:
         """FastAPI dependency of every route LitServe registers; checks ``X-API-Key`` if a key is set."""
@@ -98,43 +113,54 @@ class TranslatorAPI(ls.LitAPI):
             length_penalty=request.length_penalty,
             return_attention=request.return_attention,
         )
-        return Job(request.all_texts(), options)
+        # the HTTP process validated the pair against the same catalog: this cannot fail
+        return Job(request.all_texts(), options, self.catalog.route(request.source, request.target))
 
     def batch(self, inputs: list[Job]) -> list[Job]:
         return inputs  # ragged texts: grouping happens in predict
 
-    def predict(self, jobs: "list[Job] | Job") -> "list[list[Translation]] | list[Translation]":
-        """One ``translate`` call per distinct options; results go back to their own job, in order."""
+    def predict(self, jobs: "list[Job] | Job") -> "list[JobResult] | JobResult":
+        """One ``translate`` call per distinct model and options; results go back to their own job."""
         if isinstance(jobs, Job):  # max_batch_size == 1: LitServe passes a single input
             return self.translate_jobs([jobs])[0]
         return self.translate_jobs(jobs)
 
-    def translate_jobs(self, jobs: list[Job]) -> "list[list[Translation]]":
-        assert self.translator is not None, "setup() was not called"
-        groups: dict[DecodeOptions, list[int]] = {}
-        for i, job in enumerate(jobs):
-            groups.setdefault(job.options, []).append(i)
-        results: list[list[Translation]] = [[] for _ in jobs]
-        for options, members in groups.items():
-            texts = [text for i in members for text in jobs[i].texts]
-            translations = self.translator.translate(texts, **asdict(options))
-            start = 0
-            for i in members:
-                results[i] = translations[start : start + len(jobs[i].texts)]
-                start += len(jobs[i].texts)
+    def translate_jobs(self, jobs: list[Job]) -> list[JobResult]:
+        """Leg by leg: a pivoting job joins the other jobs of its first model, then of its second."""
+        assert self.translators, "setup() was not called"
+        inputs = [job.texts for job in jobs]
+        results = [JobResult(job.route, []) for job in jobs]
+        for leg in range(max(len(job.route.legs) for job in jobs)):
+            groups: dict[tuple[str, DecodeOptions], list[int]] = {}
+            for i, job in enumerate(jobs):
+                if leg < len(job.route.legs):
+                    last = leg == len(job.route.legs) - 1
+                    options = job.options if last else job.options.for_pivot()
+                    groups.setdefault((job.route.legs[leg], options), []).append(i)
+            for (key, options), members in groups.items():
+                texts = [text for i in members for text in inputs[i]]
+                translations = self.translators[key].translate(texts, **asdict(options))
+                start = 0
+                for i in members:
+                    mine = translations[start : start + len(inputs[i])]
+                    start += len(inputs[i])
+                    if leg == len(jobs[i].route.legs) - 1:
+                        results[i].translations = mine
+                    else:  # the next leg translates the best pivot texts
+                        inputs[i] = results[i].pivot_texts = [t.text for t in mine]
         return results
 
-    def unbatch(self, output: "list[list[Translation]]") -> "list[list[Translation]]":
+    def unbatch(self, output: list[JobResult]) -> list[JobResult]:
         return list(output)
 
-    def encode_response(self, output: "list[Translation]") -> TranslateResponse:
-        assert self.translator is not None
+    def encode_response(self, output: JobResult) -> TranslateResponse:
         items = []
-        for t in output:
+        for k, t in enumerate(output.translations):
             best = t.hypotheses[0]
             items.append(
                 TranslationOut(
                     text=best.text,
+                    pivot_text=output.pivot_texts[k] if output.pivot_texts is not None else None,
                     score=best.score,
                     tokens=best.tokens,
                     n_best=[Hypothesis(text=h.text, score=h.score, tokens=h.tokens) for h in t.hypotheses],
@@ -142,11 +168,13 @@ class TranslatorAPI(ls.LitAPI):
                     attention=best.attention,
                 )
             )
+        route = output.route
         return TranslateResponse(
             translations=items,
-            src_lang=self.translator.src_lang,
-            tgt_lang=self.translator.tgt_lang,
-            model=Path(self.checkpoint).name,
+            src_lang=route.src,
+            tgt_lang=route.tgt,
+            pivot=route.pivot,
+            model=self.catalog.names(route),
         )
 
 

@@ -1,7 +1,7 @@
-"""Checking a checkpoint before the server starts: one line of error for a file that is not usable.
+"""Checking the checkpoints before the server starts: one line of error for a file that is not usable.
 
-The check builds the model once, in a spawned child process (``check_checkpoint_isolated``), so
-the server's main process never imports torch (see ``serve/__main__.py``).
+The check builds each model once, all in one spawned child process (``check_checkpoints_isolated``),
+so the server's main process never imports torch (see ``serve/__main__.py``).
 """
 
 from __future__ import annotations
@@ -43,24 +43,27 @@ def check_checkpoint(path: str) -> dict:
     meta["src_vocab_size"] = translator.src_tokenizer.vocab_size
     meta["tgt_vocab_size"] = translator.tgt_tokenizer.vocab_size
     meta["checkpoint"] = Path(path).name
+    meta["path"] = str(path)
+    meta["src_spm"] = translator.src_tokenizer.model_proto  # for language detection; not shown in /info
     return meta
 
 
-def _check_in_child(path: str) -> tuple[dict | None, str | None]:
-    """``check_checkpoint`` as (metadata, None) or (None, one-line error): plain, picklable values."""
+def _check_in_child(paths: list[str]) -> tuple[list[dict] | None, str | None]:
+    """``check_checkpoint`` of each path as (metadata list, None), or (None, the first one-line
+    error): plain, picklable values."""
     from seq2seq.translator import CheckpointError
 
     try:
-        return check_checkpoint(path), None
+        return [check_checkpoint(path) for path in paths], None
     except CheckpointError as e:
         return None, one_line(e)
 
 
-def check_checkpoint_isolated(path: str) -> tuple[dict | None, str | None]:
-    """``check_checkpoint`` in a spawned child, so that torch stays out of this process:
-    (metadata, None), or (None, a one-line error)."""
+def check_checkpoints_isolated(paths: list[str]) -> tuple[list[dict] | None, str | None]:
+    """``check_checkpoint`` of every path in one spawned child, so that torch stays out of this
+    process: (metadata list, None), or (None, a one-line error)."""
     try:
         with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-            return pool.submit(_check_in_child, path).result()
+            return pool.submit(_check_in_child, list(paths)).result()
     except BrokenProcessPool:  # the child died (out of memory, killed): say so, not a traceback
-        return None, f"checking {path} crashed the checking process (out of memory?)"
+        return None, f"checking {', '.join(paths)} crashed the checking process (out of memory?)"

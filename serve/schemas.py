@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from serve.models import CATALOG, PairError
+
 
 @dataclass
 class Limits:
@@ -75,6 +77,13 @@ class TranslateRequest(BaseModel):
         description="GNMT alpha for ranking beams; default: the model's own (see /info)",
     )  # fmt: skip
     return_attention: bool = Field(False, description="attention weights of the best hypothesis")
+    source: str | None = Field(
+        None, min_length=1, max_length=16,
+        description="source language code; needed only when the loaded models leave a choice (GET /languages)",
+    )  # fmt: skip
+    target: str | None = Field(
+        None, min_length=1, max_length=16, description="target language code; as for source"
+    )
 
     @field_validator("text")
     @classmethod
@@ -107,6 +116,11 @@ class TranslateRequest(BaseModel):
             raise ValueError(f"n_best ({self.n_best}) cannot exceed beam_size ({self.beam_size})")
         if self.max_length is not None and self.max_length > LIMITS.max_length:
             raise ValueError(f"max_length {self.max_length} is over the limit of {LIMITS.max_length}")
+        if CATALOG.models:  # empty only outside a server (unit tests of this model)
+            try:
+                CATALOG.route(self.source, self.target)
+            except PairError as e:
+                raise ValueError(str(e)) from None
         return self
 
     def all_texts(self) -> list[str]:
@@ -121,6 +135,7 @@ class Hypothesis(BaseModel):
 
 class TranslationOut(BaseModel):
     text: str = Field(description="the best translation")
+    pivot_text: str | None = Field(None, description="when pivoting: the English the text went through")
     score: float
     tokens: list[str]
     n_best: list[Hypothesis] = Field(description="the n_best hypotheses, best first")
@@ -136,4 +151,7 @@ class TranslateResponse(BaseModel):
     translations: list[TranslationOut] = Field(description="one per input text, in order")
     src_lang: str | None
     tgt_lang: str | None
-    model: str = Field(description="checkpoint file name; GET /info has the details")
+    pivot: str | None = Field(
+        None, description='the language translated through ("en") when no model translates directly'
+    )
+    model: str = Field(description="checkpoint file name(s), joined by ' + ' when pivoting; GET /info")

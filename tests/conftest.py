@@ -58,3 +58,17 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ckpts = sorted(workdir.rglob("last.ckpt"))
     assert ckpts, "training wrote no last.ckpt"
     return ckpts[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three tiny models for a multi-model server: en->fr (``tiny_checkpoint``), fr->en and en->de
+    (so that fr->de pivots through English)."""
+    from seq2seq.cli import train_main
+
+    found = {"en-fr": tiny_checkpoint}
+    for src, tgt in (("fr", "en"), ("en", "de")):
+        workdir = tmp_path_factory.mktemp(f"tiny-{src}-{tgt}")
+        train_main(tiny_train_args(workdir, f"--data.src_lang={src}", f"--data.tgt_lang={tgt}"))
+        (found[f"{src}-{tgt}"],) = sorted(workdir.rglob("last.ckpt"))
+    return found

@@ -119,6 +119,22 @@ def test_min_length_bars_an_early_eos(beam_size):
     assert forced.scores[0, 0].item() == pytest.approx(eager.score(forced.tokens[0][0]), abs=1e-5)
 
 
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_silent_tokens_do_not_count_for_min_length(beam_size):
+    """A is silent (a lone "▁"): after "A", EOS is still barred until a token that shows text."""
+    model = TableModel(
+        {(): {EOS_ID: 0.7, A: 0.2}, (A,): {EOS_ID: 0.7, A: 0.2, B: 0.05}}, default={EOS_ID: 0.9}
+    )
+    silent = torch.zeros(VOCAB, dtype=torch.bool)
+    silent[A] = True
+    counted = search(model, *SRC, beam_size=beam_size, max_length=10, min_length=1)
+    assert counted.tokens[0][0] == [A]  # every token counts: "A" alone is allowed
+    shown = search(model, *SRC, beam_size=beam_size, max_length=10, min_length=1, silent=silent)
+    best = shown.tokens[0][0]
+    assert best[-1] != A and not all(silent[best].tolist())  # ends only after a token showing text
+    assert shown.scores[0, 0].item() == pytest.approx(model.score(best), abs=1e-5)
+
+
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_max_length_and_max_ratio_end_every_output(beam_size):
     never = TableModel({}, default={EOS_ID: 1e-6, A: 0.5})

@@ -19,9 +19,12 @@ import pytest
 import torch
 
 from seq2seq.corpus import generate_pairs
+from seq2seq.tokenizer import EOS_ID
 from seq2seq.translator import CheckpointError, Translator
 from serve.api import DecodeOptions, Job, TranslatorAPI
 from serve.checkpoint import check_checkpoint
+from serve.models import Catalog
+from serve.schemas import TranslateRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 START_DEADLINE = 240.0  # seconds; start-up is ~5 s idle, far more on a busy 2-core machine
@@ -238,23 +241,26 @@ def test_concurrent_requests_get_their_own_translations(
 
 def test_predict_groups_requests_by_options(tiny_checkpoint: Path, translator: Translator, sentences) -> None:
     """In-process: one translate call per distinct options, each job gets its own results."""
-    api = TranslatorAPI(tiny_checkpoint)
+    catalog = Catalog.from_metadata([check_checkpoint(str(tiny_checkpoint))])
+    api = TranslatorAPI(catalog)
     api.setup("cpu")
     calls: list[int] = []
-    real_translate = api.translator.translate
+    (model,) = api.translators.values()
+    real_translate = model.translate
 
     def counting_translate(texts, **kwargs):
         calls.append(len(texts))
         return real_translate(texts, **kwargs)
 
-    api.translator.translate = counting_translate
+    model.translate = counting_translate
     greedy = DecodeOptions(1, 1, MAX_LENGTH, 0.0, False)
     beam = DecodeOptions(3, 2, MAX_LENGTH, 0.0, False)
+    route = catalog.route()
     jobs = [
-        Job(sentences[0:3], greedy),
-        Job(sentences[3:4], beam),
-        Job(sentences[4:6], greedy),
-        Job(sentences[6:8], beam),
+        Job(sentences[0:3], greedy, route),
+        Job(sentences[3:4], beam, route),
+        Job(sentences[4:6], greedy, route),
+        Job(sentences[6:8], beam, route),
     ]
     results = api.unbatch(api.predict(api.batch(jobs)))
     assert sorted(calls) == [3, 5]  # two option sets, all their texts in one call each
@@ -265,11 +271,50 @@ def test_predict_groups_requests_by_options(tiny_checkpoint: Path, translator: T
             n_best=job.options.n_best,
             max_length=MAX_LENGTH,
         )
-        assert [t.source for t in result] == job.texts
-        assert [[h.text for h in t.hypotheses] for t in result] == [
+        assert [t.source for t in result.translations] == job.texts
+        assert [[h.text for h in t.hypotheses] for t in result.translations] == [
             [h.text for h in t.hypotheses] for t in ref
         ]
-    assert api.predict(jobs[1])[0].source == sentences[3]  # max_batch_size=1 passes a single job
+    assert api.predict(jobs[1]).translations[0].source == sentences[3]  # max_batch_size=1: a single job
+
+
+# -- languages and pairs ---------------------------------------------------------------------
+def test_languages_and_source_target(server: Server, translator: Translator, sentences) -> None:
+    """``GET /languages`` in LibreTranslate's shape; ``source``/``target`` name the pair or get a 422."""
+    assert httpx.get(f"{server.url}/languages").json() == [
+        {"code": "en", "name": "English", "targets": ["fr"]}
+    ]
+    reference = translator.translate(sentences[:2], beam_size=2, max_length=MAX_LENGTH)
+    for pair in ({"source": "en", "target": "fr"}, {"target": "fr"}, {"source": "en"}):
+        r = httpx.post(f"{server.url}/translate", json={"texts": sentences[:2], "beam_size": 2, **pair})
+        assert r.status_code == 200, r.text
+        assert (r.json()["src_lang"], r.json()["tgt_lang"], r.json()["pivot"]) == ("en", "fr", None)
+        for served, ref in zip(r.json()["translations"], reference, strict=True):
+            same(served, ref)
+    for pair in ({"source": "de", "target": "fr"}, {"target": "en"}, {"source": "fr"}):
+        r = httpx.post(f"{server.url}/translate", json={"text": "nine", **pair})
+        assert r.status_code == 422, r.text
+        assert "pairs available: en->fr" in r.json()["message"]
+
+
+def test_a_text_never_gets_an_empty_translation(tiny_checkpoint: Path, tmp_path: Path, sentences) -> None:
+    """A model that ranks end of sentence first everywhere: a text by default, "" only with
+    ``min_length=0``; the server's workers decode with the same default."""
+    ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    ckpt["state_dict"]["model.output.bias"][EOS_ID] += 100.0
+    path = tmp_path / "eos-first.ckpt"
+    torch.save(ckpt, path)
+    translator = Translator.from_checkpoint(path)
+    assert {t.text for t in translator.translate(sentences[:4], beam_size=3, min_length=0)} == {""}
+    for t in translator.translate(sentences[:4], beam_size=3, n_best=3) + translator.translate(sentences[:4]):
+        assert all(h.text.strip() for h in t.hypotheses), t  # a lone "▁" does not count
+    api = TranslatorAPI(Catalog.from_metadata([check_checkpoint(str(path))]))
+    api.setup("cpu")
+    job = api.decode_request(TranslateRequest(texts=sentences[:4], beam_size=3))
+    served = api.encode_response(api.predict(job))
+    assert [t.text for t in served.translations] == [
+        t.text for t in translator.translate(sentences[:4], beam_size=3)
+    ]
 
 
 # -- bad input: 4xx with JSON naming the problem, and the server keeps serving ----------------
@@ -339,13 +384,14 @@ def test_bad_input_gets_4xx_json(server: Server, case: str) -> None:
 # -- metadata endpoints ----------------------------------------------------------------------
 def test_info_health_and_openapi(server: Server, translator: Translator) -> None:
     assert httpx.get(f"{server.url}/health").text == "ok"
-    model = httpx.get(f"{server.url}/info").json()["model"]
+    info = httpx.get(f"{server.url}/info").json()["model"]
+    (model,) = info["models"]
     assert (model["src_lang"], model["tgt_lang"], model["data"]) == ("en", "fr", "builtin")
     assert model["src_vocab_size"] == translator.src_tokenizer.vocab_size
     assert model["tgt_vocab_size"] == translator.tgt_tokenizer.vocab_size
     assert model["parameters"] == sum(p.numel() for p in translator.model.parameters())
     assert model["architecture"]["dec_hidden"] == 64 and model["quantize"] == "none"
-    assert model["limits"] == {
+    assert info["limits"] == {
         "max_chars": 1000,
         "max_texts": 64,
         "max_beam": 10,
@@ -383,6 +429,7 @@ def test_api_key_is_required_when_set(keyed_server: Server) -> None:
         assert r.status_code == 401 and "X-API-Key" in r.json()["detail"]
     assert httpx.get(f"{keyed_server.url}/info").status_code == 401
     assert httpx.get(f"{keyed_server.url}/health").status_code == 200  # probes need no key
+    assert httpx.get(f"{keyed_server.url}/languages").status_code == 200  # LibreTranslate clients ask without
     ok = httpx.post(url, json=payload, headers={"X-API-Key": "s3cret"})
     assert ok.status_code == 200 and ok.json()["translations"][0]["text"]
 
@@ -392,7 +439,7 @@ def test_int8_server_translates_like_int8_translator(
 ) -> None:
     key = {"X-API-Key": "s3cret"}
     info = httpx.get(f"{keyed_server.url}/info", headers=key).json()["model"]
-    assert info["quantize"] == "int8" and info["limits"]["max_beam"] == 3
+    assert info["models"][0]["quantize"] == "int8" and info["limits"]["max_beam"] == 3
     over = httpx.post(f"{keyed_server.url}/translate", json={"text": "one", "beam_size": 4}, headers=key)
     assert over.status_code == 422 and "limit of 3" in over.text  # --max-beam reaches the API process
     r = httpx.post(

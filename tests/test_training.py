@@ -225,11 +225,35 @@ def fit_steps(tmp_path: Path, tiny_workdir: Path, steps: int, *extra: str) -> Tr
     return train_main(run_args(tmp_path, tiny_workdir, *args))
 
 
-def test_bf16_mixed_precision_trains_on_cpu(tmp_path: Path, tiny_workdir: Path) -> None:
-    cli = fit_steps(tmp_path, tiny_workdir, 3, "--trainer.precision=bf16-mixed")
+def test_bf16_mixed_precision_matches_fp32_within_bf16_tolerance(
+    tmp_path: Path, tiny_workdir: Path, tiny_checkpoint: Path
+) -> None:
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from seq2seq.batching import collate
+
+    # the context Lightning runs each bf16-mixed step in: nn.Linear in bf16, nn.GRU stays fp32
+    translator = Translator.from_checkpoint(tiny_checkpoint)
+    targets = ["vingt et un", "trois cent cinq", "lundi 5 décembre 2050", "sept"]
+    batch = collate(
+        translator.src_tokenizer.encode(SENTENCES), translator.tgt_tokenizer.encode(targets), [0] * 4
+    )
+    with torch.no_grad():
+        full, _ = translator.model(batch.src, batch.src_lengths, batch.tgt_in)
+        with MixedPrecision("bf16-mixed", "cpu").forward_context():
+            mixed, _ = translator.model(batch.src, batch.src_lengths, batch.tgt_in)
+    assert full.dtype == torch.float32 and mixed.dtype == torch.bfloat16  # really computed in bf16
+    assert not torch.equal(mixed.float(), full)
+    bf16_eps = torch.finfo(torch.bfloat16).eps  # 2**-7
+    torch.testing.assert_close(mixed.float(), full, rtol=4 * bf16_eps, atol=4 * bf16_eps)
+
+    # and through the CLI: three training steps in bf16-mixed land close to the fp32 ones
+    cli = fit_steps(tmp_path / "bf16", tiny_workdir, 3, "--trainer.precision=bf16-mixed")
+    reference = fit_steps(tmp_path / "fp32", tiny_workdir, 3)
     assert cli.trainer.precision == "bf16-mixed" and cli.trainer.global_step == 3
-    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     assert all(p.dtype == torch.float32 for p in cli.model.parameters())  # fp32 master weights
+    loss, reference_loss = (float(c.trainer.callback_metrics["train/loss"]) for c in (cli, reference))
+    assert loss == pytest.approx(reference_loss, rel=4 * bf16_eps) and loss != reference_loss
 
 
 def test_gradient_accumulation_steps_every_second_batch(tmp_path: Path, tiny_workdir: Path) -> None:

@@ -1,0 +1,184 @@
+"""LibreTranslate's API on the same server and workers: ``/translate`` (a ``q`` body), ``/detect``,
+``/languages``, also under ``/libretranslate/`` for clients given that base URL.
+
+A LibreTranslate request is checked here, in the HTTP process, turned into native
+``TranslateRequest``s and awaited through the handler LitServe registered for the native
+``POST /translate``, so it joins the same queue and batches (no loopback HTTP call). As
+LibreTranslate does, it takes JSON or form bodies, ignores fields it does not know, and answers
+errors as ``{"error": "..."}`` with 400 (bad request) or 403 (bad key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from serve.detect import Detector
+from serve.languages import install_languages_route
+from serve.ltbody import (
+    PREFIX,
+    LibreTranslateDispatch,
+    LibreTranslateError,
+    alternatives_field,
+    openapi,
+    read_body,
+    string_field,
+    texts_field,
+)
+from serve.markup import rebuild, split_html, texts_to_translate
+from serve.models import Catalog, PairError
+from serve.schemas import LIMITS, TranslateRequest, TranslateResponse
+
+BEAM_SIZE = 5  # the native API's default
+
+
+Native = Callable[[TranslateRequest], Awaitable[TranslateResponse]]
+
+
+class LibreTranslate:
+    """The routes' logic: key check, detection, HTML, and native requests for the segments."""
+
+    def __init__(self, catalog: Catalog, detector: Detector, native: Native, api_key: str | None):
+        self.catalog, self.detector, self.native, self.api_key = catalog, detector, native, api_key
+
+    def check_key(self, body: dict, request: Request) -> None:
+        if self.api_key is None:
+            return
+        given = body.get("api_key") or request.headers.get("x-api-key") or ""
+        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.api_key.encode()):
+            raise LibreTranslateError(403, "Invalid API key")
+
+    def detect(self, text: str) -> list[dict]:
+        return [{"language": code, "confidence": c} for code, c in self.detector.detect(text)]
+
+    async def translate_segments(
+        self, texts: list[str], source: str, target: str, n_best: int
+    ) -> list[list[str]]:
+        """n-best texts of each segment (native requests of at most --max-texts texts, concurrently)."""
+        try:
+            if source != target:
+                self.catalog.route(source, target)
+            elif source not in self.catalog.languages():
+                raise PairError(
+                    f"no model reads or writes {source}; pairs available: {self.catalog.describe_pairs()}"
+                )
+        except PairError as e:
+            raise LibreTranslateError(400, str(e)) from None
+        if not texts or source == target:  # LibreTranslate answers a text already in the target as is
+            return [[text] for text in texts]
+        step = LIMITS.max_texts
+        try:
+            requests = [
+                TranslateRequest(
+                    texts=texts[i : i + step],
+                    beam_size=max(n_best, min(BEAM_SIZE, LIMITS.max_beam)),
+                    n_best=n_best,
+                    source=source,
+                    target=target,
+                )  # fmt: skip
+                for i in range(0, len(texts), step)
+            ]
+        except ValidationError as e:
+            message = "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())
+            raise LibreTranslateError(400, f"Invalid request: {message}") from None
+        responses = await asyncio.gather(*(self.native(r) for r in requests))
+        return [[h.text for h in t.n_best] for response in responses for t in response.translations]
+
+    async def translate(self, body: dict) -> dict:
+        texts, as_list = texts_field(body)
+        source, target = string_field(body, "source"), string_field(body, "target")
+        html = body.get("format", "text")
+        if html not in ("text", "html"):
+            raise LibreTranslateError(400, "Invalid request: format must be text or html")
+        html = html == "html"
+        alternatives = alternatives_field(body)
+        pieces = [split_html(t) if html else [(t, True)] for t in texts]
+        plain = [
+            texts_to_translate(p) if html else ([t] if t.strip() else [])
+            for t, p in zip(texts, pieces, strict=True)
+        ]
+        detected = None
+        if source == "auto":
+            detected = [self.detect(" ".join(p) or t)[0] for t, p in zip(texts, plain, strict=True)]
+            sources = [d["language"] for d in detected]
+        else:
+            sources = [source] * len(texts)
+        # one batch of segments per source language (auto may find several)
+        groups = {lang: [i for i, s in enumerate(sources) if s == lang] for lang in dict.fromkeys(sources)}
+        outs = await asyncio.gather(
+            *(
+                self.translate_segments(
+                    [seg for i in members for seg in plain[i]], lang, target, 1 + alternatives
+                )
+                for lang, members in groups.items()
+            )
+        )
+        found: list[list[list[str]]] = [[] for _ in texts]
+        for members, out in zip(groups.values(), outs, strict=True):
+            start = 0
+            for i in members:
+                found[i], start = out[start : start + len(plain[i])], start + len(plain[i])
+        answers, alts = [], []
+        for t, p, segs, outs in zip(texts, pieces, plain, found, strict=True):
+            versions = [self._assemble(t, p, segs, outs, k, html) for k in range(1 + alternatives)]
+            answers.append(versions[0])
+            alts.append([v for v in dict.fromkeys(versions[1:]) if v != versions[0]])
+        result: dict = {"translatedText": answers if as_list else answers[0]}
+        if alternatives:
+            result["alternatives"] = alts if as_list else alts[0]
+        if detected is not None:
+            result["detectedLanguage"] = detected if as_list else detected[0]
+        return result
+
+    @staticmethod
+    def _assemble(text: str, pieces, segments: list[str], outs: list[list[str]], k: int, html: bool) -> str:
+        """The k-th version of one text: each segment's k-th hypothesis (or its last, if fewer)."""
+        if not segments:
+            return text
+        choice = {seg: out[min(k, len(out) - 1)] for seg, out in zip(segments, outs, strict=True)}
+        if not html:
+            return choice[segments[0]]
+        return rebuild(pieces, lambda seg: choice[seg])
+
+
+def install_libretranslate(
+    app: FastAPI, catalog: Catalog, detector: Detector, api_key: str | None, max_body: int
+) -> None:
+    """The routes, at the root (``/translate`` by body) and under ``PREFIX``, and the dispatcher."""
+    route = next(r for r in app.routes if getattr(r, "path", None) == "/translate")
+    lt = LibreTranslate(catalog, detector, route.endpoint, api_key)
+
+    def guarded(work: Callable[[Request, dict], Awaitable[object]]):
+        async def endpoint(request: Request) -> JSONResponse:
+            try:
+                body = await read_body(request)
+                lt.check_key(body, request)
+                return JSONResponse(await work(request, body))
+            except LibreTranslateError as e:
+                return JSONResponse({"error": e.message}, status_code=e.status)
+            except HTTPException as e:  # from the native handler or the body size limit
+                detail = e.detail if isinstance(e.detail, str) else json.dumps(e.detail)
+                return JSONResponse({"error": detail}, status_code=e.status_code)
+
+        return endpoint
+
+    async def translate(request: Request, body: dict) -> dict:
+        return await lt.translate(body)
+
+    async def detect(request: Request, body: dict) -> list[dict]:
+        texts, as_list = texts_field(body)
+        if as_list:
+            raise LibreTranslateError(400, "Invalid request: q must be a string")
+        return lt.detect(texts[0])
+
+    for path, work in ((PREFIX + "/translate", translate), ("/detect", detect), (PREFIX + "/detect", detect)):
+        name = path.rsplit("/", 1)[1]
+        app.add_api_route(path, guarded(work), methods=["POST"], **openapi(name))
+    install_languages_route(app, catalog, PREFIX + "/languages")
+    app.add_middleware(LibreTranslateDispatch, max_body=max_body)

@@ -1,0 +1,188 @@
+"""LibreTranslate's request bodies: telling them from native ones, reading them (JSON or form, with
+unknown fields ignored, as LibreTranslate does) and checking their fields, before any queueing.
+
+``LibreTranslateDispatch`` lets both APIs share ``POST /translate``: a body with ``q`` is
+LibreTranslate's (the native schema forbids that field), so it is routed to ``PREFIX/translate``.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs
+
+from fastapi import Request
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve.schemas import LIMITS
+
+PREFIX = "/libretranslate"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class LibreTranslateError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _media(request_or_scope_type: str | None) -> str:
+    return (request_or_scope_type or "").split(";")[0].strip().lower()
+
+
+def is_libretranslate_body(content_type: str | None, body: bytes) -> bool:
+    """LibreTranslate's requests carry ``q``; native requests never do (it would be an unknown field)."""
+    media = _media(content_type)
+    if media == "application/x-www-form-urlencoded":
+        return "q" in parse_qs(body.decode("latin-1"), keep_blank_values=True)
+    if media == "multipart/form-data":
+        return b'name="q"' in body
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "q" in data
+
+
+class LibreTranslateDispatch:
+    """ASGI middleware: a ``POST /translate`` whose body is LibreTranslate's goes to ``PREFIX/translate``.
+
+    The body is buffered (up to ``max_body`` bytes; a larger one goes on to the native route,
+    which refuses it with 413) and replayed to whichever route takes it.
+    """
+
+    def __init__(self, app: ASGIApp, max_body: int):
+        self.app, self.max_body = app, max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/translate":
+            await self.app(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more and size <= self.max_body:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        headers = dict(scope.get("headers") or [])
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if not more and is_libretranslate_body(content_type, body):
+            path = PREFIX + "/translate"
+            scope = {**scope, "path": path, "raw_path": path.encode()}
+        replayed = {"type": "http.request", "body": body, "more_body": more}
+        await self.app(scope, _replay([replayed], receive), send)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    return replay
+
+
+async def read_body(request: Request) -> dict:
+    """Query parameters overlaid with the JSON or form body, as LibreTranslate (Flask) reads them."""
+    fields: dict = dict(request.query_params)
+    if _media(request.headers.get("content-type")) in FORM_TYPES:
+        form = await request.form()
+        for key in form:
+            values = [v for v in form.getlist(key) if isinstance(v, str)]
+            if values:
+                fields[key] = values[0] if len(values) == 1 else values
+        return fields
+    raw = await request.body()
+    if not raw.strip():
+        return fields
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LibreTranslateError(400, f"Invalid request: the body is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise LibreTranslateError(400, "Invalid request: the JSON body must be an object")
+    return {**fields, **data}
+
+
+def string_field(body: dict, name: str) -> str:
+    value = body.get(name)
+    if value is None or value == "":
+        raise LibreTranslateError(400, f"Invalid request: missing {name} parameter")
+    if not isinstance(value, str):
+        raise LibreTranslateError(400, f"Invalid request: {name} must be a string")
+    return value
+
+
+def alternatives_field(body: dict) -> int:
+    value = body.get("alternatives", 0)
+    try:
+        count = int(value) if not isinstance(value, bool) else -1
+    except (TypeError, ValueError):
+        count = -1
+    if count < 0 or count >= LIMITS.max_beam:
+        raise LibreTranslateError(
+            400, f"Invalid request: alternatives must be an integer from 0 to {LIMITS.max_beam - 1}"
+        )
+    return count
+
+
+def texts_field(body: dict) -> tuple[list[str], bool]:
+    """``q`` as a list, and whether it was a list."""
+    q = body.get("q")
+    if q is None or q == "" or q == []:
+        raise LibreTranslateError(400, "Invalid request: missing q parameter")
+    texts = q if isinstance(q, list) else [q]
+    if not all(isinstance(t, str) for t in texts):
+        raise LibreTranslateError(400, "Invalid request: q must be a string or a list of strings")
+    if len(texts) > LIMITS.max_texts:
+        raise LibreTranslateError(
+            400, f"Invalid request: {len(texts)} texts, the limit is {LIMITS.max_texts}"
+        )
+    for text in texts:
+        if len(text) > LIMITS.max_chars:
+            raise LibreTranslateError(
+                400, f"Invalid request: a text of {len(text)} characters, the limit is {LIMITS.max_chars}"
+            )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise LibreTranslateError(400, "Invalid request: q is not valid Unicode") from None
+    return texts, isinstance(q, list)
+
+
+# -- OpenAPI: what the routes read and answer (they parse the body themselves, JSON or form) ----
+class TranslateBody(BaseModel):
+    q: str | list[str] = Field(description="a text, or a list of texts")
+    source: str = Field(description='a language code from GET /languages, or "auto"')
+    target: str
+    format: str = Field("text", description='"text" or "html" (tags kept, text between them translated)')
+    alternatives: int = Field(0, description="this many further translations (from the n-best list)")
+    api_key: str | None = Field(None, description="the server's --api-key, if set (or the X-API-Key header)")
+
+
+class DetectBody(BaseModel):
+    q: str
+    api_key: str | None = None
+
+
+class Error(BaseModel):
+    error: str
+
+
+def openapi(name: str) -> dict:
+    """``add_api_route`` arguments documenting a LibreTranslate route (``translate`` or ``detect``)."""
+    schema = (TranslateBody if name == "translate" else DetectBody).model_json_schema()
+    content = {media: {"schema": schema} for media in ("application/json", *FORM_TYPES[:1])}
+    errors = {
+        "400": "a bad request",
+        "403": "a missing or wrong API key",
+        "413": "a body over the size limit",
+    }
+    return {
+        "summary": f"LibreTranslate's /{name}"
+        + (" (at the root: a body with q)" if name == "translate" else ""),
+        "openapi_extra": {"requestBody": {"required": True, "content": content}},
+        "responses": {code: {"model": Error, "description": why} for code, why in errors.items()},
+    }
