@@ -14,7 +14,7 @@ repeats. Then, in a fresh process per size, it measures the streaming path (``da
   ``StreamingBatches`` (read, tokenize, bucket, batch), no model: pairs/s;
 - training: ``--steps`` optimizer steps of the Multi30k reference model with Lightning, reading
   the stream: time to the first batch and median target tokens/s;
-- peak RSS of the process (``ru_maxrss``), and RSS after each phase.
+- peak RSS of the process (``ru_maxrss``), and RSS and peak so far after each phase.
 
 The corpus is read record by record, so peak memory must not grow with the corpus size.
 """
@@ -76,11 +76,12 @@ def write_corpus(root: Path, corpus: str, size: int, shard_size: int) -> None:
     (root / "done").write_text(f"{size}\n")
 
 
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def rss_mib() -> tuple[float, float]:
+    """This process's resident memory now and its peak so far, in MiB."""
+    now = next(
+        line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmRSS:")
+    )
+    return int(now.split()[1]) / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Timing(pl.Callback):
@@ -142,7 +143,7 @@ def measure(args: argparse.Namespace) -> dict:
     result["first_batch_s"] = timing.first_batch
     result["train_tok_s"] = statistics.median(timing.rates[args.warmup :])
     result["rss_mib"]["train"] = rss_mib()
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mib"] = result["rss_mib"]["train"][1]
     return result
 
 
@@ -187,8 +188,8 @@ def main() -> None:
             f"tokenization {r['tokenize_pairs'] / r['tokenize_s']:.0f} pairs/s over {r['tokenize_pairs']} pairs "
             f"({r['tokenize_s']:.0f} s); training: first batch after {r['first_batch_s']:.1f} s, "
             f"{r['train_tok_s']:.0f} target tokens/s (median of {args.steps - args.warmup} steps); "
-            f"peak RSS {r['peak_rss_mib']:.0f} MiB (after set-up / tokenization / training: "
-            + " / ".join(f"{v:.0f}" for v in r["rss_mib"].values()) + " MiB)",
+            f"peak RSS {r['peak_rss_mib']:.0f} MiB (RSS, peak so far after set-up / tokenization / "
+            "training: " + " / ".join(f"{now:.0f}, {peak:.0f}" for now, peak in r["rss_mib"].values()) + " MiB)",
             flush=True,
         )  # fmt: skip
         if not args.keep:
