@@ -1,6 +1,6 @@
 """Streaming training on corpora of millions of pairs: start-up time, throughput and peak memory.
 
-    python bench/scale_data.py                                   # 0.5 M and 5 M pairs, Multi30k repeated
+    python bench/scale_data.py                                   # 0.5 M, 1 M and 5 M pairs, Multi30k repeated
     python bench/scale_data.py --sizes 500000 --steps 20 --corpus builtin
     python bench/scale_data.py --sizes 500000 5000000 --data-dir /tmp/seq2seq-scale --keep
 
@@ -16,7 +16,8 @@ repeats. Then, in a fresh process per size, it measures the streaming path (``da
   the stream: time to the first batch and median target tokens/s;
 - peak RSS of the process (``ru_maxrss``), and RSS and peak so far after each phase.
 
-The corpus is read record by record, so peak memory must not grow with the corpus size.
+The corpus is read record by record, so peak memory must not grow with the corpus size (beyond
+the 10 shards ``datasets`` reads at once to shuffle: compare sizes of 10 shards or more).
 """
 
 from __future__ import annotations
@@ -149,7 +150,9 @@ def measure(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[500_000, 5_000_000], help="training pairs")
+    p.add_argument(
+        "--sizes", type=int, nargs="+", default=[500_000, 1_000_000, 5_000_000], help="training pairs"
+    )
     p.add_argument("--corpus", choices=["multi30k", "builtin"], default="multi30k", help="base corpus")
     p.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "seq2seq-scale"))
     p.add_argument("--shard-size", type=int, default=100_000, help="pairs per Parquet shard")
