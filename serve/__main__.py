@@ -11,11 +11,14 @@ would otherwise carry about 200 MB of torch); only the inference workers load th
 from __future__ import annotations
 
 import argparse
+import atexit
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import NoReturn
 
@@ -48,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=256, help="output tokens per text (also the default)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait in the queue")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--log-format", default="text", choices=("text", "json"),
+                   help="json: one JSON object per line, and one line per request")  # fmt: skip
     args = p.parse_args(argv)
     args.checkpoint = args.checkpoint or [env_ckpt]
     for name in (
@@ -139,14 +144,20 @@ def main(argv: list[str] | None = None) -> None:
     if not port_free(args.host, args.port):
         fail(f"cannot listen on {args.host}:{args.port}: the port is in use")
 
-    import litserve as ls
+    # before anything imports prometheus_client: every process of the server records there
+    metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="seq2seq-metrics-")
+    atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
 
+    from serve import logs, metrics, openapi
     from serve.api import TranslatorAPI, install_error_handlers
     from serve.detect import Detector
     from serve.languages import install_languages_route
     from serve.libretranslate import install_libretranslate
+    from serve.lifecycle import SupervisedServer
     from serve.schemas import configure_limits
     from serve.web import install_web
+
+    log_config = logs.configure(args.log_format, args.log_level)
 
     limits = configure_limits(max_chars=args.max_chars, max_texts=args.max_texts,
                               max_beam=args.max_beam, max_length=args.max_length)  # fmt: skip
@@ -165,27 +176,42 @@ def main(argv: list[str] | None = None) -> None:
         api_key=args.api_key, max_length=args.max_length,
         max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout,
     )  # fmt: skip
-    server = ls.LitServer(
+    server = SupervisedServer(
         api,
         accelerator="cpu",
         workers_per_device=args.workers,
         timeout=args.timeout,
         model_metadata=metadata,
         max_payload_size=max_payload,
+        middlewares=[(metrics.MetricsMiddleware, {"access_log": args.log_format == "json"})],
     )
     install_error_handlers(server.app)
     install_languages_route(server.app, catalog)
     install_libretranslate(server.app, catalog, Detector(catalog.source_models()), args.api_key, max_payload)
     install_web(server.app)  # the page at / and offline /docs
+    metrics.add_metrics_route(server.app, api.authorize)
+    openapi.document(server.app, [api.api_path], api.authorize if args.api_key else None)
+    uvicorn_logs = {"log_config": log_config, "access_log": False} if log_config else {}
     # SIGINT too: a shell starts background jobs with SIGINT ignored, and Ctrl+C must still work
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        server.run(host=args.host, port=args.port, log_level=args.log_level, generate_client_file=False)
+        server.run(
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            generate_client_file=False,
+            **uvicorn_logs,
+        )
     except KeyboardInterrupt:
         pass  # interrupted before LitServe's own handler was in place
+    except RuntimeError as e:  # LitServe: "One or more workers failed to start"
+        server.failure = str(e)
     finally:
         _reap_children()
+    if server.failure:  # a worker could not be (re)started: a supervisor should restart the server
+        print(f"seq2seq-serve: error: {server.failure}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

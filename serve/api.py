@@ -1,9 +1,10 @@
 """The LitServe API: batching of translation requests over every loaded model, API-key check, JSON
 error handlers.
 
-Workers are spawned processes, so ``TranslatorAPI`` holds only picklable settings; the model is
-loaded in ``setup`` inside each worker. torch is imported there too, never at module level: the
-HTTP processes import this module and have no use for it. No ``from __future__ import
+Workers are spawned processes, so ``TranslatorAPI`` holds only picklable settings and the catalog
+of checkpoints; every model is loaded in ``setup`` inside each worker (all pairs share the
+workers). torch is imported there too, never at module level: the HTTP processes import this
+module and have no use for it. No ``from __future__ import
 annotations`` here: LitServe reads the annotations of ``decode_request``/``encode_response`` as
 classes for FastAPI (the other annotations are strings).
 """
@@ -11,6 +12,7 @@ classes for FastAPI (the other annotations are strings).
 import hmac
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serve import metrics
 from serve.models import Catalog, Route
 from serve.schemas import Hypothesis, TranslateRequest, TranslateResponse, TranslationOut
 
@@ -106,6 +109,7 @@ class TranslatorAPI(ls.LitAPI):
             raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key header")
 
     def decode_request(self, request: TranslateRequest) -> Job:
+        metrics.observe_queue_wait(request)
         options = DecodeOptions(
             beam_size=request.beam_size,
             n_best=request.n_best,
@@ -128,6 +132,7 @@ class TranslatorAPI(ls.LitAPI):
     def translate_jobs(self, jobs: list[Job]) -> list[JobResult]:
         """Leg by leg: a pivoting job joins the other jobs of its first model, then of its second."""
         assert self.translators, "setup() was not called"
+        began = time.perf_counter()
         inputs = [job.texts for job in jobs]
         results = [JobResult(job.route, []) for job in jobs]
         for leg in range(max(len(job.route.legs) for job in jobs)):
@@ -140,6 +145,7 @@ class TranslatorAPI(ls.LitAPI):
             for (key, options), members in groups.items():
                 texts = [text for i in members for text in inputs[i]]
                 translations = self.translators[key].translate(texts, **asdict(options))
+                metrics.observe_translations(key, translations)
                 start = 0
                 for i in members:
                     mine = translations[start : start + len(inputs[i])]
@@ -148,6 +154,7 @@ class TranslatorAPI(ls.LitAPI):
                         results[i].translations = mine
                     else:  # the next leg translates the best pivot texts
                         inputs[i] = results[i].pivot_texts = [t.text for t in mine]
+        metrics.observe_batch(len(jobs), sum(len(job.texts) for job in jobs), time.perf_counter() - began)
         return results
 
     def unbatch(self, output: list[JobResult]) -> list[JobResult]:
@@ -211,6 +218,8 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
     """FastAPI's handler, with a clearer word for a body that is not UTF-8 JSON."""
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
         exc = HTTPException(400, "the body could not be parsed: it must be UTF-8 encoded JSON")
+    elif exc.status_code == 504:  # LitServe's "Request timed out": it waited in the queue too long
+        exc = HTTPException(504, "the request waited longer than the server's --timeout: retry later")
     return await http_exception_handler(request, exc)
 
 

@@ -8,10 +8,13 @@ in the main process before the API processes are forked.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from serve.logs import count_texts
 from serve.models import CATALOG, PairError
 
 
@@ -51,19 +54,66 @@ def _check_text(text: str) -> str:
     return text
 
 
+def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """The non-null branch of an optional field's schema."""
+    return next((s for s in prop.get("anyOf", []) if s.get("type") != "null"), prop)
+
+
+def _pairs() -> list[dict[str, Any]]:
+    """One schema per (source, target) the catalog routes, either code left out (or null) where
+    that still leaves one route."""
+    codes: list[str | None] = [None, *sorted(CATALOG.languages())]
+    pairs = []
+    for source in codes:
+        for target in codes:
+            try:
+                CATALOG.route(source, target)
+            except PairError:
+                continue
+            given = {k: v for k, v in (("source", source), ("target", target)) if v is not None}
+            pairs.append({
+                "required": list(given),
+                "properties": {k: {"const": given[k]} if k in given else {"type": "null"} for k in ("source", "target")},
+            })  # fmt: skip
+    return pairs
+
+
+def _document_limits(schema: dict[str, Any]) -> None:
+    """The JSON schema says what the validators enforce: exactly one of ``text``/``texts``, the
+    limits as configured when the document is generated (after ``configure_limits``),
+    n_best <= beam_size (one branch per beam size) and the language pairs the loaded models
+    translate. Not expressible: valid Unicode."""
+    props = schema["properties"]
+    text = {"type": "string", "minLength": 1, "maxLength": LIMITS.max_chars, "pattern": r"\S"}
+    _not_null(props["text"]).update(text)
+    _not_null(props["texts"]).update(items=text, minItems=1, maxItems=LIMITS.max_texts)
+    props["beam_size"]["maximum"] = props["n_best"]["maximum"] = LIMITS.max_beam
+    default_beam = props["beam_size"]["default"] = min(props["beam_size"]["default"], LIMITS.max_beam)
+    _not_null(props["max_length"])["maximum"] = LIMITS.max_length
+    one_text = [  # a null is as good as leaving the field out
+        {"required": ["text"], "properties": {"text": {"type": "string"}, "texts": {"type": "null"}}},
+        {"required": ["texts"], "properties": {"texts": {"type": "array"}, "text": {"type": "null"}}},
+    ]
+    n_best_fits = [
+        {"required": ["beam_size"], "properties": {"beam_size": {"const": b}, "n_best": {"maximum": b}}}
+        for b in range(1, LIMITS.max_beam + 1)
+    ] + [{"not": {"required": ["beam_size"]}, "properties": {"n_best": {"maximum": default_beam}}}]
+    schema["allOf"] = [{"oneOf": one_text}, {"anyOf": n_best_fits}]
+    if CATALOG.models:
+        schema["allOf"].append({"anyOf": _pairs()})
+    schema["examples"] = [{"text": "A dog runs in the park."}, {"texts": ["One.", "Two."], "beam_size": 1}]
+
+
 class TranslateRequest(BaseModel):
     """One text (``text``) or a list of texts (``texts``), plus decoding options."""
 
     model_config = ConfigDict(
         extra="forbid",
         strict=True,  # no silent coercion: "5" is not a beam size, 1 is not a boolean
-        json_schema_extra={
-            "examples": [
-                {"text": "A dog runs in the park."},
-                {"texts": ["One.", "Two."], "beam_size": 1},
-            ]
-        },
+        json_schema_extra=_document_limits,
     )
+    # when the HTTP process validated it (time.monotonic, system-wide): the worker's queue-wait metric
+    _received_at: float = PrivateAttr(default_factory=time.monotonic)
 
     text: str | None = Field(None, description="a single text to translate")
     texts: list[str] | None = Field(None, description="several texts, translated in one batch")
@@ -84,6 +134,12 @@ class TranslateRequest(BaseModel):
     target: str | None = Field(
         None, min_length=1, max_length=16, description="target language code; as for source"
     )
+
+    @field_validator("beam_size", "n_best", "max_length", mode="before")
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        """JSON does not tell 3 from 3.0 (nor does the schema): an integral number is an integer."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
     @field_validator("text")
     @classmethod
@@ -110,6 +166,8 @@ class TranslateRequest(BaseModel):
     def _consistent(self) -> TranslateRequest:
         if (self.text is None) == (self.texts is None):
             raise ValueError("give exactly one of 'text' (a string) or 'texts' (a list of strings)")
+        if "beam_size" not in self.model_fields_set:  # the default must fit a smaller --max-beam
+            self.beam_size = min(self.beam_size, LIMITS.max_beam)
         if self.beam_size > LIMITS.max_beam:
             raise ValueError(f"beam_size {self.beam_size} is over the limit of {LIMITS.max_beam}")
         if self.n_best > self.beam_size:
@@ -121,6 +179,7 @@ class TranslateRequest(BaseModel):
                 CATALOG.route(self.source, self.target)
             except PairError as e:
                 raise ValueError(str(e)) from None
+        count_texts(len(self.all_texts()))  # for the request's log line
         return self
 
     def all_texts(self) -> list[str]:

@@ -3,15 +3,14 @@ with three tiny models (en->fr, fr->en, en->de), the real ``libretranslatepy`` c
 
 from __future__ import annotations
 
+import asyncio
 import html
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 from libretranslatepy import LibreTranslateAPI
-from test_serve import MAX_LENGTH, ROOT, Server, free_port, start_server
+from test_serve import MAX_LENGTH, Server, failed_starts, start_server
 
 from seq2seq.translator import Translator
 from serve.api import DecodeOptions, Job, TranslatorAPI
@@ -91,10 +90,35 @@ def test_pivot_through_english(server: Server, translators) -> None:
     ]
 
 
+def test_concurrent_requests_for_every_pair_and_both_apis(server: Server, translators) -> None:
+    """24 simultaneous requests over four pairs (one pivoted), native and LibreTranslate mixed."""
+    texts = {"en": EN, "fr": FR}
+    pairs = [("en", "fr"), ("fr", "en"), ("fr", "de"), ("en", "de")] * 6
+    jobs = [(src, tgt, texts[src][k % len(texts[src])], k % 2 == 0) for k, (src, tgt) in enumerate(pairs)]
+
+    def reference(src: str, tgt: str, text: str) -> str:
+        if (src, tgt) == ("fr", "de"):
+            return best(translators["en-de"], best(translators["fr-en"], [text]))[0]
+        return best(translators[f"{src}-{tgt}"], [text])[0]
+
+    async def run_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120, headers={"X-API-Key": KEY}) as client:
+            return await asyncio.gather(*(
+                client.post("/translate", json={"text": text, "source": src, "target": tgt} if native
+                            else {"q": text, "source": src, "target": tgt})
+                for src, tgt, text, native in jobs
+            ))  # fmt: skip
+
+    for (src, tgt, text, native), r in zip(jobs, asyncio.run(run_all()), strict=True):
+        assert r.status_code == 200, r.text
+        got = r.json()["translations"][0]["text"] if native else r.json()["translatedText"]
+        assert got == reference(src, tgt, text), (src, tgt, text, native)
+
+
 def test_worker_batches_by_model_and_pivots_in_two_legs(tiny_checkpoints, translators) -> None:
     """In-process: a pivoting job shares the fr->en call with a direct fr->en job of equal options."""
     catalog = Catalog.from_metadata([check_checkpoint(str(p)) for p in tiny_checkpoints.values()])
-    api = TranslatorAPI(catalog)
+    api = TranslatorAPI(catalog, threads=1)  # setup() sets this process's torch threads: keep conftest's 1
     api.setup("cpu")
     calls = []
 
@@ -237,18 +261,16 @@ def test_startup_refuses_two_models_of_one_pair_and_an_empty_folder(tiny_checkpo
         ],
         "empty-folder": ["--checkpoint", str(tiny_checkpoints["fr-en"]), "--checkpoint", str(empty)],
     }
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "serve", "--port", str(free_port()), *args],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for name, args in runs.items()
-    }
-    results = {name: (p.wait(timeout=180), p.communicate()[1]) for name, p in procs.items()}
+    results = failed_starts(runs)
     for name, words in (("same-pair", "both translate en to fr"), ("empty-folder", "holds no *.ckpt")):
         code, stderr = results[name]
         assert code == 2 and len(stderr.strip().splitlines()) == 1, stderr
         assert stderr.startswith("seq2seq-serve: error:") and words in stderr, stderr
+
+
+@pytest.mark.parametrize("path", ["/translate", "/libretranslate/translate", "/detect"])
+def test_oversize_body_gets_413(server: Server, path: str) -> None:
+    big = b'{"q": "' + b"a" * 600_000 + b'", "source": "en", "target": "fr"}'
+    r = lt(server, path, content=big, headers={"content-type": "application/json", "X-API-Key": KEY})
+    assert r.status_code == 413 and "too large" in r.text, r.text
+    assert lt(server, json={"q": "twelve", "source": "en", "target": "fr", "api_key": KEY}).status_code == 200

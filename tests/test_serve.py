@@ -138,6 +138,21 @@ def start_server(checkpoint: Path | None, log_dir: Path, *args: str, env: dict |
     pytest.fail(f"server not healthy after {START_DEADLINE} s:\n{server.stderr()}")
 
 
+def failed_starts(runs: dict[str, list[str]]) -> dict[str, tuple[int, str]]:
+    """Start ``python -m serve`` with each set of arguments at once; (exit code, stderr) of each."""
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "serve", "--port", str(free_port()), *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for name, args in runs.items()
+    }
+    return {name: (p.wait(timeout=180), p.communicate()[1]) for name, p in procs.items()}
+
+
 def same(served: dict, reference, n_best: int = 1) -> None:
     """A served translation equals the Translator's: text, n-best texts, tokens and scores."""
     assert served["text"] == reference.text
@@ -211,16 +226,14 @@ def test_attention_is_returned_on_request(server: Server, translator: Translator
     assert torch.allclose(att, torch.tensor(ref.hypotheses[0].attention), atol=1e-4)
 
 
-def test_concurrent_requests_get_their_own_translations(
-    server: Server, translator: Translator, sentences
-) -> None:
-    """64 simultaneous requests, three option sets mixed: each answer belongs to its request."""
+def check_concurrent_translations(server: Server, translator: Translator, texts: list[str]) -> None:
+    """One simultaneous request per text, three option sets mixed: each answer belongs to its request."""
     option_sets = [
         {"beam_size": 1},
         {"beam_size": 3, "n_best": 2},
         {"beam_size": 2, "length_penalty": 1.0},
     ]
-    jobs = list(zip(sentences, itertools.cycle(range(len(option_sets)))))
+    jobs = list(zip(texts, itertools.cycle(range(len(option_sets)))))
     reference = {}
     for k, options in enumerate(option_sets):
         mine = [text for text, j in jobs if j == k]
@@ -239,10 +252,16 @@ def test_concurrent_requests_get_their_own_translations(
         same(r.json()["translations"][0], reference[text], option_sets[k].get("n_best", 1))
 
 
+def test_concurrent_requests_get_their_own_translations(
+    server: Server, translator: Translator, sentences
+) -> None:
+    check_concurrent_translations(server, translator, sentences)
+
+
 def test_predict_groups_requests_by_options(tiny_checkpoint: Path, translator: Translator, sentences) -> None:
     """In-process: one translate call per distinct options, each job gets its own results."""
     catalog = Catalog.from_metadata([check_checkpoint(str(tiny_checkpoint))])
-    api = TranslatorAPI(catalog)
+    api = TranslatorAPI(catalog, threads=1)  # setup() sets this process's torch threads: keep conftest's 1
     api.setup("cpu")
     calls: list[int] = []
     (model,) = api.translators.values()
@@ -308,7 +327,7 @@ def test_a_text_never_gets_an_empty_translation(tiny_checkpoint: Path, tmp_path:
     assert {t.text for t in translator.translate(sentences[:4], beam_size=3, min_length=0)} == {""}
     for t in translator.translate(sentences[:4], beam_size=3, n_best=3) + translator.translate(sentences[:4]):
         assert all(h.text.strip() for h in t.hypotheses), t  # a lone "▁" does not count
-    api = TranslatorAPI(Catalog.from_metadata([check_checkpoint(str(path))]))
+    api = TranslatorAPI(Catalog.from_metadata([check_checkpoint(str(path))]), threads=1)
     api.setup("cpu")
     job = api.decode_request(TranslateRequest(texts=sentences[:4], beam_size=3))
     served = api.encode_response(api.predict(job))
@@ -432,6 +451,14 @@ def test_api_key_is_required_when_set(keyed_server: Server) -> None:
     assert httpx.get(f"{keyed_server.url}/languages").status_code == 200  # LibreTranslate clients ask without
     ok = httpx.post(url, json=payload, headers={"X-API-Key": "s3cret"})
     assert ok.status_code == 200 and ok.json()["translations"][0]["text"]
+    # /metrics is behind the key too, and the OpenAPI document says which routes answer 401
+    assert httpx.get(f"{keyed_server.url}/metrics").status_code == 401
+    assert httpx.get(f"{keyed_server.url}/metrics", headers={"X-API-Key": "s3cret"}).status_code == 200
+    paths = httpx.get(f"{keyed_server.url}/openapi.json", headers={"X-API-Key": "s3cret"}).json()["paths"]
+    assert (
+        "401" in paths["/translate"]["post"]["responses"] and "401" in paths["/metrics"]["get"]["responses"]
+    )
+    assert "401" not in paths["/health"]["get"]["responses"]
 
 
 def test_int8_server_translates_like_int8_translator(
@@ -484,17 +511,7 @@ def bad_checkpoint_runs(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPath
     torch.load(d / "probe.ckpt", weights_only=False)
     assert probe.exists()
     files = {"missing": d / "nope.ckpt", "corrupt": corrupt, "evil": evil}
-    procs = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "serve", "--checkpoint", str(path), "--port", str(free_port())],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for name, path in files.items()
-    }
-    results = {name: (p.wait(timeout=180), p.communicate()[1]) for name, p in procs.items()}
+    results = failed_starts({name: ["--checkpoint", str(path)] for name, path in files.items()})
     return {"results": results, "marker": marker}
 
 

@@ -1,0 +1,180 @@
+"""A server that outlives its inference workers: a worker that dies is restarted, and the requests
+it held are answered 503 at once instead of hanging.
+
+LitServe 0.2.19 offers two behaviours, neither usable here. Without ``restart_workers`` its
+monitor shuts the server down from a side thread while the main thread still waits on the
+Manager, which ends in an ``EOFError`` traceback. With it, the worker is restarted, but the
+requests it was translating hang for ever: the monitor fails them in the main process's response
+buffer, while the buffers live in the forked HTTP processes. ``SupervisedServer`` replaces that
+monitor. The main process restarts dead workers and bumps a per-worker death counter in shared
+memory; each HTTP process watches the counters and answers the dead worker's requests (known from
+the START message a worker sends when it takes a request) with 503. A worker that keeps failing
+before it is ready stops the server with ``failure`` set, for a one-line exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+
+import litserve as ls
+from fastapi import FastAPI, HTTPException
+from litserve.utils import LitAPIStatus, ResponseBufferItem, WorkerSetupStatus
+
+from serve import metrics
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5  # what a 503 tells the client; a restart takes a few seconds
+
+
+def describe_exit(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (the out-of-memory killer sends it)" if name == "SIGKILL" else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with status {exitcode}"
+
+
+class SupervisedServer(ls.LitServer):
+    """``LitServer`` whose inference workers are restarted when they die (see the module docstring)."""
+
+    poll_s = 0.2  # how often the main process checks its workers and the HTTP processes the counters
+    max_setup_failures = 3  # restarts in a row that die before ready: then give up (at once if setup raises)
+    stop_grace_s = 1.0  # a worker that left cleanly (Ctrl+C reaches it too) is restarted only after this
+
+    failure: str | None = None  # why the server gave up; None while it runs or after a normal stop
+
+    # -- main process ---------------------------------------------------------------------
+    def _init_manager(self, num_api_servers: int):
+        manager = super()._init_manager(num_api_servers)
+        # workers then send START with their id when they take a request (LitServe's own switch)
+        self.restart_workers = True
+        n_workers = sum(
+            len(self._inference_workers_config_for_api(a.api_path)) for a in self.litapi_connector
+        )
+        # deaths per worker index, written here and read by the HTTP processes forked after this
+        self._deaths = mp.RawArray("i", n_workers)
+        self._no_workers = mp.RawValue("b", 0)  # set when shutting down and every worker is gone
+        self._stopping = False
+        return manager
+
+    def _perform_graceful_shutdown(self, manager, uvicorn_workers, shutdown_reason: str = "normal") -> None:
+        self._stopping = True  # workers that exit from now on are not restarted
+        super()._perform_graceful_shutdown(manager, uvicorn_workers, shutdown_reason)
+
+    def _start_worker_monitoring(self, manager, uvicorn_workers) -> None:
+        threading.Thread(target=self._supervise, daemon=True, name="seq2seq-supervisor").start()
+
+    def _locate(self, index: int) -> tuple[ls.LitAPI, int]:
+        """The LitAPI and its own worker id of ``self.inference_workers[index]``."""
+        for lit_api in self.litapi_connector:
+            count = len(self._inference_workers_config_for_api(lit_api.api_path))
+            if index < count:
+                return lit_api, index
+            index -= count
+        raise IndexError(index)
+
+    def _status(self, index: int) -> str | None:
+        lit_api, worker_id = self._locate(index)
+        return self.workers_setup_status.get(f"{lit_api.api_path.split('/')[-1]}_{worker_id}")
+
+    def _supervise(self) -> None:
+        setup_failures = [0] * len(self.inference_workers)
+        left_at: dict[int, float] = {}  # workers that exited with status 0, and when it was seen
+        gone: set[int] = set()  # workers that died during shutdown
+        try:
+            while len(gone) < len(self.inference_workers):
+                for index, proc in enumerate(self.inference_workers):
+                    if proc.is_alive():  # (the status is a Manager call: only asked when needed)
+                        if setup_failures[index] and self._status(index) == WorkerSetupStatus.READY:
+                            setup_failures[index] = 0
+                        continue
+                    if self._stopping:  # no restart, but no request waits for a worker that is gone
+                        if index not in gone:
+                            gone.add(index)
+                            self._deaths[index] += 1
+                        continue
+                    status = self._status(index)
+                    if proc.exitcode == 0 and status == WorkerSetupStatus.READY:
+                        # it left its loop on SIGINT or a sentinel: a shutdown is probably under way
+                        if time.monotonic() - left_at.setdefault(index, time.monotonic()) < self.stop_grace_s:
+                            continue
+                    left_at.pop(index, None)
+                    self._deaths[index] += 1  # the HTTP processes fail its requests with 503
+                    if not self._restart(index, proc, status, setup_failures):
+                        return
+                time.sleep(self.poll_s)
+            self._no_workers.value = 1  # queued requests too: nobody will take them
+        except Exception:  # a broken Manager (shutdown under way); never let the thread die silently
+            if not self._stopping:
+                logger.exception("worker supervision stopped")
+
+    def _restart(self, index: int, proc: mp.Process, status: str | None, setup_failures: list[int]) -> bool:
+        """Restart a dead worker, or give up (False) and make the server stop with ``failure``."""
+        lit_api, worker_id = self._locate(index)
+        what = f"inference worker {worker_id} (pid {proc.pid}) {describe_exit(proc.exitcode)}"
+        if status != WorkerSetupStatus.READY:
+            setup_failures[index] += 1
+            what += f" before it was ready ({setup_failures[index]} times in a row)"
+        if status == WorkerSetupStatus.ERROR:  # setup() raised: retrying would not help
+            setup_failures[index] = self.max_setup_failures
+            what = f"inference worker {worker_id} failed in setup (its error is logged above)"
+        if setup_failures[index] >= self.max_setup_failures:
+            self.failure = f"{what}: giving up"
+            logger.error(self.failure)
+            self._shutdown_event.set()  # the main thread shuts down, then exits non-zero
+            return False
+        logger.error("%s; restarting it", what)
+        metrics.WORKER_RESTARTS.inc()
+        self.inference_workers[index] = self.launch_single_inference_worker(lit_api, worker_id)
+        return True
+
+    # -- HTTP processes -------------------------------------------------------------------
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI):
+        async with super().lifespan(app):
+            watcher = asyncio.create_task(self._fail_orphaned_requests(), name="seq2seq-orphans")
+            try:
+                yield
+            finally:
+                watcher.cancel()
+
+    async def _fail_orphaned_requests(self) -> None:
+        """Answer 503 to the requests a dead worker had taken, and to all once every worker is gone.
+
+        Only requests taken before the death can match: the restarted worker (same id) takes
+        requests only once its model is loaded, seconds after the counter changed.
+        """
+        seen = list(self._deaths)
+        died = HTTPException(
+            503,
+            "the inference worker died while translating this request (out of memory?); "
+            "it is being restarted, retry in a few seconds",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+        while True:
+            await asyncio.sleep(self.poll_s)
+            if self._no_workers.value:
+                self._fail(lambda item: True, HTTPException(503, "the server is shutting down"))
+                continue
+            for index, deaths in enumerate(self._deaths):
+                if deaths != seen[index]:
+                    seen[index] = deaths
+                    # worker ids are per LitAPI; with several LitAPIs this may also fail a twin's requests
+                    _, worker_id = self._locate(index)
+                    self._fail(lambda item, w=worker_id: item.worker_id == w, died)
+
+    def _fail(self, which: Callable[[ResponseBufferItem], bool], error: HTTPException) -> None:
+        for item in list(self.response_buffer.values()):
+            if which(item) and not item.event.is_set():
+                item.response = (error, LitAPIStatus.ERROR)
+                if item.response_queue is not None:  # a streaming request
+                    item.response_queue.append((error, LitAPIStatus.ERROR))
+                item.event.set()
