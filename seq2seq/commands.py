@@ -63,6 +63,7 @@ def add_model_args(p: argparse.ArgumentParser, beam_size: int) -> None:
     p.add_argument("--max-tokens", type=int, default=4096, help="source subwords per batch")
     p.add_argument("--quantize", choices=["none", "int8"], default="none", help="dynamic int8 weights (CPU)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -81,7 +82,7 @@ def check_args(args: argparse.Namespace) -> None:
 def load_translator(args: argparse.Namespace) -> Translator:
     if args.threads:
         torch.set_num_threads(args.threads)
-    return Translator.from_checkpoint(args.checkpoint, quantize=args.quantize)
+    return Translator.from_checkpoint(args.checkpoint, quantize=args.quantize, device=args.device)
 
 
 def search_kwargs(args: argparse.Namespace) -> dict:

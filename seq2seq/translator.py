@@ -60,6 +60,22 @@ class Translation:
         return self.hypotheses[0].score
 
 
+def resolve_device(device: str | torch.device = "auto", quantize: str | None = None) -> torch.device:
+    """``auto`` takes the GPU when there is one; dynamic int8 weights run only on the CPU."""
+    int8 = quantize == "int8"
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() and not int8 else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {str(device)!r}: use auto, cpu or cuda[:N]") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was asked for, but torch sees no CUDA GPU")
+    if device.type != "cpu" and int8:
+        raise ValueError(f"int8 quantization runs on the CPU only, not on {device}")
+    return device
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """``torch.load`` with ``weights_only=True``: a checkpoint can never run code when loaded."""
     path = Path(path)
@@ -84,6 +100,7 @@ class Translator:
 
     def __init__(self, model: Seq2Seq, src_tokenizer: Tokenizer, tgt_tokenizer: Tokenizer, metadata: dict):
         self.model = model.eval()
+        self.device = next(model.parameters(), torch.empty(0)).device
         self.src_tokenizer, self.tgt_tokenizer = src_tokenizer, tgt_tokenizer
         self.metadata = metadata
         self.src_lang, self.tgt_lang = metadata.get("src_lang"), metadata.get("tgt_lang")
@@ -99,9 +116,15 @@ class Translator:
         )
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, quantize: str | None = None) -> Translator:
+    def from_checkpoint(
+        cls, path: str | Path, quantize: str | None = None, device: str | torch.device = "cpu"
+    ) -> Translator:
         """Rebuild the model from the hyperparameters and weights in ``path``; ``quantize="int8"``
-        applies dynamic int8 quantization to the GRU and Linear layers (CPU serving)."""
+        applies dynamic int8 quantization to the GRU and Linear layers (CPU serving);
+        ``device``: ``cpu``, ``cuda[:N]`` or ``auto`` (the GPU when there is one)."""
+        if quantize not in (None, "none", "int8"):
+            raise ValueError(f"unknown quantization {quantize!r}: use int8 or none")
+        device = resolve_device(device, quantize)
         ckpt = load_checkpoint(path)
         hparams = ckpt.get("hyper_parameters", {})
         accepted = inspect.signature(Seq2Seq).parameters
@@ -115,9 +138,8 @@ class Translator:
         metadata["length_penalty"] = float(hparams.get("length_penalty", 0.0))
         if quantize == "int8":
             model = quantize_int8(model)
-        elif quantize not in (None, "none"):
-            raise ValueError(f"unknown quantization {quantize!r}: use int8 or none")
         metadata["quantize"] = quantize or "none"
+        model = model.to(device)
         return cls(model, Tokenizer(entry["src_spm"]), Tokenizer(entry["tgt_spm"]), metadata)
 
     def translate(
@@ -147,12 +169,13 @@ class Translator:
         lengths = np.array([len(s) for s in ids], dtype=np.int64)
         results: list[Translation | None] = [None] * len(texts)
         for batch_idx in make_batches(lengths, lengths, max_tokens, MAX_SENTENCES):
-            batch = collate([ids[i] for i in batch_idx], [[] for _ in batch_idx], batch_idx)
+            batch = collate([ids[i] for i in batch_idx], [[] for _ in batch_idx], batch_idx).to(self.device)
             out = search(
                 self.model, batch.src, batch.src_lengths, beam_size=beam_size, n_best=n_best,
                 max_length=max_length, max_ratio=max_ratio, min_length=min_length,
                 alpha=length_penalty, return_attention=return_attention, silent=self.silent,
             )  # fmt: skip
+            out.scores = out.scores.cpu()  # one copy, not one GPU sync per hypothesis
             for row, i in enumerate(batch_idx):
                 results[i] = self._translation(texts[i], ids[i], out, row)
             if progress is not None:

@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch-size", type=int, default=16, help="requests batched together")
     p.add_argument("--batch-timeout", type=float, default=0.01, help="seconds to wait for a batch to fill")
     p.add_argument("--quantize", choices=("none", "int8"), default="none", help="dynamic int8 on CPU")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the workers run the model (auto: a GPU when there is one)")  # fmt: skip
     p.add_argument("--api-key", default=os.environ.get("SEQ2SEQ_API_KEY"),
                    help="require this X-API-Key header (default: $SEQ2SEQ_API_KEY)")  # fmt: skip
     p.add_argument("--max-chars", type=int, default=1000, help="characters per text")
@@ -70,8 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--threads must be >= 0 (0: cores // workers)")
     if not 1024 <= args.port <= 65535:
         p.error("--port must be between 1024 and 65535")
-    if args.batch_timeout < 0 or (args.batch_timeout == 0 and args.max_batch_size > 1):
-        p.error("--batch-timeout must be > 0 with --max-batch-size > 1 (0 makes the idle server spin)")
+    if args.batch_timeout < 0:
+        p.error("--batch-timeout must be >= 0 (0: batch only what is already queued)")
     return args
 
 
@@ -132,7 +134,7 @@ def checkpoint_files(given: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    metas, error = check_checkpoints_isolated(checkpoint_files(args.checkpoint))
+    metas, error = check_checkpoints_isolated(checkpoint_files(args.checkpoint), args.device, args.quantize)
     if error is not None:
         fail(error)
     from serve.models import Catalog, configure_catalog
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     server = SupervisedServer(
         api,
-        accelerator="cpu",
+        accelerator=metas[0]["device"],  # "cpu" or "cuda", as the check resolved --device
         workers_per_device=args.workers,
         timeout=args.timeout,
         model_metadata=metadata,

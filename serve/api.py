@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve import metrics
+from serve.batching import AdaptiveBatchedLoop
 from serve.models import Catalog, Route
 from serve.schemas import Hypothesis, TranslateRequest, TranslateResponse, TranslationOut
 
@@ -84,7 +85,11 @@ class TranslatorAPI(ls.LitAPI):
         max_batch_size: int = 16,
         batch_timeout: float = 0.01,
     ):
-        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/translate")
+        # a lone request is not held for the batch window (serve/batching.py)
+        loop = AdaptiveBatchedLoop() if max_batch_size > 1 else "auto"
+        super().__init__(
+            max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/translate", loop=loop
+        )
         self.catalog = catalog
         self.quantize = quantize
         self.workers = workers
@@ -98,7 +103,8 @@ class TranslatorAPI(ls.LitAPI):
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         torch.set_num_threads(self.threads or max(1, (cores or 1) // self.workers))
-        self.translators = self.catalog.load_translators(self.quantize)
+        # device: "cpu", or "cuda:N" when the server runs with --device cuda (or auto on a GPU machine)
+        self.translators = self.catalog.load_translators(self.quantize, device)
 
     async def authorize(self, request: Request) -> None:
         """FastAPI dependency of every route LitServe registers; checks ``X-API-Key`` if a key is set."""

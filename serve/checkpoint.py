@@ -26,15 +26,18 @@ def one_line(error: Exception) -> str:
     return f"{first} ({culprit})"
 
 
-def check_checkpoint(path: str) -> dict:
-    """Build the model once to prove the checkpoint works; return ``/info`` metadata.
+def check_checkpoint(path: str, device: str = "cpu", quantize: str = "none") -> dict:
+    """Build the model once, on ``device`` (``auto``: the GPU when there is one), to prove the
+    checkpoint works; return ``/info`` metadata, with the device type the workers will use.
 
-    Raises ``CheckpointError`` (from ``seq2seq.translator``) for a file that is not usable.
+    Raises ``CheckpointError`` (from ``seq2seq.translator``) for a file that is not usable, and
+    ``ValueError`` for a device this machine lacks.
     """
-    from seq2seq.translator import CheckpointError, Translator
+    from seq2seq.translator import CheckpointError, Translator, resolve_device
 
+    resolved = resolve_device(device, quantize)
     try:
-        translator = Translator.from_checkpoint(path)
+        translator = Translator.from_checkpoint(path, device=resolved)
     except CheckpointError:
         raise
     except Exception as e:  # weights that do not fit the recorded architecture, broken tokenizers
@@ -44,26 +47,27 @@ def check_checkpoint(path: str) -> dict:
     meta["tgt_vocab_size"] = translator.tgt_tokenizer.vocab_size
     meta["checkpoint"] = Path(path).name
     meta["path"] = str(path)
+    meta["device"] = resolved.type
     meta["src_spm"] = translator.src_tokenizer.model_proto  # for language detection; not shown in /info
     return meta
 
 
-def _check_in_child(paths: list[str]) -> tuple[list[dict] | None, str | None]:
+def _check_in_child(paths: list[str], device: str, quantize: str) -> tuple[list[dict] | None, str | None]:
     """``check_checkpoint`` of each path as (metadata list, None), or (None, the first one-line
     error): plain, picklable values."""
-    from seq2seq.translator import CheckpointError
-
     try:
-        return [check_checkpoint(path) for path in paths], None
-    except CheckpointError as e:
+        return [check_checkpoint(path, device, quantize) for path in paths], None
+    except ValueError as e:  # CheckpointError is one too; also a device this machine lacks
         return None, one_line(e)
 
 
-def check_checkpoints_isolated(paths: list[str]) -> tuple[list[dict] | None, str | None]:
+def check_checkpoints_isolated(
+    paths: list[str], device: str = "cpu", quantize: str = "none"
+) -> tuple[list[dict] | None, str | None]:
     """``check_checkpoint`` of every path in one spawned child, so that torch stays out of this
     process: (metadata list, None), or (None, a one-line error)."""
     try:
         with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-            return pool.submit(_check_in_child, list(paths)).result()
+            return pool.submit(_check_in_child, list(paths), device, quantize).result()
     except BrokenProcessPool:  # the child died (out of memory, killed): say so, not a traceback
         return None, f"checking {', '.join(paths)} crashed the checking process (out of memory?)"

@@ -26,11 +26,12 @@ from serve.ltbody import (
     LibreTranslateDispatch,
     LibreTranslateError,
     alternatives_field,
-    openapi,
+    key_field,
     read_body,
     string_field,
     texts_field,
 )
+from serve.ltschema import openapi
 from serve.markup import rebuild, split_html, texts_to_translate
 from serve.models import Catalog, PairError
 from serve.schemas import LIMITS, TranslateRequest, TranslateResponse
@@ -48,10 +49,11 @@ class LibreTranslate:
         self.catalog, self.detector, self.native, self.api_key = catalog, detector, native, api_key
 
     def check_key(self, body: dict, request: Request) -> None:
+        given = key_field(body)  # checked even when no key is set: the documented type holds
         if self.api_key is None:
             return
-        given = body.get("api_key") or request.headers.get("x-api-key") or ""
-        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.api_key.encode()):
+        given = given or request.headers.get("x-api-key") or ""
+        if not hmac.compare_digest(given.encode(), self.api_key.encode()):
             raise LibreTranslateError(403, "Invalid API key")
 
     def detect(self, text: str) -> list[dict]:
@@ -179,6 +181,8 @@ def install_libretranslate(
 
     for path, work in ((PREFIX + "/translate", translate), ("/detect", detect), (PREFIX + "/detect", detect)):
         name = path.rsplit("/", 1)[1]
-        app.add_api_route(path, guarded(work), methods=["POST"], **openapi(name))
+        app.add_api_route(
+            path, guarded(work), methods=["POST"], **openapi(name, catalog, api_key is not None)
+        )
     install_languages_route(app, catalog, PREFIX + "/languages")
     app.add_middleware(LibreTranslateDispatch, max_body=max_body)

@@ -11,13 +11,16 @@ import json
 from urllib.parse import parse_qs
 
 from fastapi import Request
-from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.schemas import LIMITS
 
 PREFIX = "/libretranslate"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class FormFields(dict):
+    """Fields read from a form or a query string: every value is a string (or a list of them)."""
 
 
 class LibreTranslateError(Exception):
@@ -86,7 +89,7 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 async def read_body(request: Request) -> dict:
     """Query parameters overlaid with the JSON or form body, as LibreTranslate (Flask) reads them."""
-    fields: dict = dict(request.query_params)
+    fields = FormFields(request.query_params)
     if _media(request.headers.get("content-type")) in FORM_TYPES:
         form = await request.form()
         for key in form:
@@ -116,16 +119,27 @@ def string_field(body: dict, name: str) -> str:
 
 
 def alternatives_field(body: dict) -> int:
+    """An integer (a JSON number, or a form's digits); below 0 means 0, as in LibreTranslate."""
     value = body.get("alternatives", 0)
-    try:
-        count = int(value) if not isinstance(value, bool) else -1
-    except (TypeError, ValueError):
-        count = -1
-    if count < 0 or count >= LIMITS.max_beam:
+    if isinstance(body, FormFields) and isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            pass
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value >= LIMITS.max_beam:
         raise LibreTranslateError(
-            400, f"Invalid request: alternatives must be an integer from 0 to {LIMITS.max_beam - 1}"
+            400, f"Invalid request: alternatives must be an integer, at most {LIMITS.max_beam - 1}"
         )
-    return count
+    return max(0, value)
+
+
+def key_field(body: dict) -> str | None:
+    value = body.get("api_key")
+    if value is not None and not isinstance(value, str):
+        raise LibreTranslateError(400, "Invalid request: api_key must be a string")
+    return value or None
 
 
 def texts_field(body: dict) -> tuple[list[str], bool]:
@@ -136,6 +150,8 @@ def texts_field(body: dict) -> tuple[list[str], bool]:
     texts = q if isinstance(q, list) else [q]
     if not all(isinstance(t, str) for t in texts):
         raise LibreTranslateError(400, "Invalid request: q must be a string or a list of strings")
+    if "" in texts:
+        raise LibreTranslateError(400, "Invalid request: a text in q is empty")
     if len(texts) > LIMITS.max_texts:
         raise LibreTranslateError(
             400, f"Invalid request: {len(texts)} texts, the limit is {LIMITS.max_texts}"
@@ -150,39 +166,3 @@ def texts_field(body: dict) -> tuple[list[str], bool]:
         except UnicodeEncodeError:
             raise LibreTranslateError(400, "Invalid request: q is not valid Unicode") from None
     return texts, isinstance(q, list)
-
-
-# -- OpenAPI: what the routes read and answer (they parse the body themselves, JSON or form) ----
-class TranslateBody(BaseModel):
-    q: str | list[str] = Field(description="a text, or a list of texts")
-    source: str = Field(description='a language code from GET /languages, or "auto"')
-    target: str
-    format: str = Field("text", description='"text" or "html" (tags kept, text between them translated)')
-    alternatives: int = Field(0, description="this many further translations (from the n-best list)")
-    api_key: str | None = Field(None, description="the server's --api-key, if set (or the X-API-Key header)")
-
-
-class DetectBody(BaseModel):
-    q: str
-    api_key: str | None = None
-
-
-class Error(BaseModel):
-    error: str
-
-
-def openapi(name: str) -> dict:
-    """``add_api_route`` arguments documenting a LibreTranslate route (``translate`` or ``detect``)."""
-    schema = (TranslateBody if name == "translate" else DetectBody).model_json_schema()
-    content = {media: {"schema": schema} for media in ("application/json", *FORM_TYPES[:1])}
-    errors = {
-        "400": "a bad request",
-        "403": "a missing or wrong API key",
-        "413": "a body over the size limit",
-    }
-    return {
-        "summary": f"LibreTranslate's /{name}"
-        + (" (at the root: a body with q)" if name == "translate" else ""),
-        "openapi_extra": {"requestBody": {"required": True, "content": content}},
-        "responses": {code: {"model": Error, "description": why} for code, why in errors.items()},
-    }

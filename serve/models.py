@@ -114,12 +114,12 @@ class Catalog:
             out.setdefault(meta["src_lang"], meta["src_spm"])
         return out
 
-    def load_translators(self, quantize: str = "none") -> dict[str, Translator]:
-        """Every model, by key (in an inference worker: this imports torch)."""
+    def load_translators(self, quantize: str = "none", device: str = "cpu") -> dict[str, Translator]:
+        """Every model, by key, on ``device`` (in an inference worker: this imports torch)."""
         from seq2seq.translator import Translator
 
         return {
-            key: Translator.from_checkpoint(meta["path"], quantize=quantize)
+            key: Translator.from_checkpoint(meta["path"], quantize=quantize, device=device)
             for key, meta in self.models.items()
         }
 

@@ -4,8 +4,9 @@ FastAPI lists only 200 and 422 (with its own error shape) for a POST route and d
 plain-text ``/health`` as JSON. ``document`` wraps ``app.openapi`` and adds, from the
 routes themselves: for the routes LitServe serves through inference workers 400, 413, 415, our 422
 shape, 503 and 504; 401 for every route that checks the API key (when one is set); and the
-plain-text bodies. Routes added with their own error documentation (LibreTranslate's) keep it.
-The request models describe themselves (see ``serve/schemas.py``).
+plain-text bodies. Routes added with their own error documentation (LibreTranslate's) keep it, and
+the root ``/translate``, which also takes LibreTranslate's bodies (see ``serve/ltbody.py``), gets
+theirs as alternatives. The request models describe themselves (see ``serve/schemas.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.api import OPEN_PATHS
 from serve.lifecycle import RETRY_AFTER_S
+from serve.ltbody import PREFIX
 
 
 class ErrorMessage(BaseModel):
@@ -118,6 +120,26 @@ class PlainTextDefault:
         await self.app(scope, receive, send_typed if scope["type"] == "http" else send)
 
 
+def _either(native: dict[str, Any], libre: dict[str, Any]) -> None:
+    """The root ``POST /translate`` answers a body with ``q`` as LibreTranslate's route does: document
+    both requests, and each status as either route's body (idempotent)."""
+    content = native["requestBody"]["content"]
+    for media, body in libre["requestBody"]["content"].items():
+        mine = content.setdefault(media, {"schema": body["schema"]})
+        if mine["schema"] is not body["schema"] and "anyOf" not in mine["schema"]:
+            mine["schema"] = {"anyOf": [mine["schema"], body["schema"]]}
+    responses = native["responses"]
+    for status, response in libre["responses"].items():
+        if status not in responses:
+            responses[status] = response
+            continue
+        schema = response["content"]["application/json"]["schema"]
+        ours = responses[status].setdefault("content", {}).setdefault("application/json", {})
+        if "anyOf" not in ours.get("schema", {}):
+            ours["schema"] = {"anyOf": [ours.get("schema", {}), schema]}
+            responses[status]["description"] += "; LibreTranslate's: " + response["description"]
+
+
 def document(app: FastAPI, worker_paths: Iterable[str], authorize: Callable | None) -> None:
     """Patch the document ``app`` serves (before it starts); ``authorize``: the dependency that checks
     the API key, if one is set."""
@@ -151,6 +173,8 @@ def document(app: FastAPI, worker_paths: Iterable[str], authorize: Callable | No
                     responses.update(BODY_ERRORS | WORKER_ERRORS)
                 if path in keyed:
                     responses.update(UNAUTHORIZED)
+        if "/translate" in schema["paths"] and PREFIX + "/translate" in schema["paths"]:
+            _either(schema["paths"]["/translate"]["post"], schema["paths"][PREFIX + "/translate"]["post"])
         return schema
 
     app.openapi = openapi

@@ -172,6 +172,10 @@ def test_form_json_lists_alternatives_and_auto(server: Server, translators) -> N
     assert r.json()["alternatives"] == [
         list(dict.fromkeys(h.text for h in t.hypotheses[1:] if h.text != t.text)) for t in reference
     ]
+    form = lt(server, data={"q": EN, "source": "en", "target": "fr", "alternatives": "2", "api_key": KEY})
+    assert form.json() == r.json()  # a form's digits, as LibreTranslate reads them
+    below = lt(server, json={"q": EN[0], "source": "en", "target": "fr", "alternatives": -3, "api_key": KEY})
+    assert below.json() == as_json.json()  # below 0 means 0, as in LibreTranslate
 
     r = lt(server, json={"q": [FR[0], EN[0]], "source": "auto", "target": "en", "api_key": KEY})
     assert r.status_code == 200, r.text
@@ -209,6 +213,33 @@ def test_keys_pairs_and_bad_requests(server: Server) -> None:
     assert same.status_code == 200 and same.json() == {"translatedText": "twelve"}
 
 
+def test_openapi_documents_exactly_the_pairs_answered(server: Server) -> None:
+    """The documented (source, target) pairs are those GET /languages lists, a language into itself
+    and "auto" into what every detectable language reaches; each answers 200, any other 400."""
+    doc = httpx.get(f"{server.url}/openapi.json", headers={"X-API-Key": KEY}).json()
+    operation = doc["paths"]["/libretranslate/translate"]["post"]
+    assert set(operation["requestBody"]["content"]) == {
+        "application/json",
+        "application/x-www-form-urlencoded",
+    }
+    assert {"200", "400", "403", "413"} <= set(operation["responses"])  # 403: a key is set
+    root = doc["paths"]["/translate"]["post"]  # the root takes both APIs' bodies and answers both errors
+    assert {"401", "403", "422"} <= set(root["responses"])
+    assert root["requestBody"]["content"]["application/x-www-form-urlencoded"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    documented = {(p["properties"]["source"]["const"], p["properties"]["target"]["const"])
+                  for p in schema["allOf"][0]["anyOf"]}  # fmt: skip
+    codes = ["de", "en", "fr"]
+    listed = {(lang["code"], t) for lang in LANGUAGES for t in lang["targets"]}
+    auto = {("auto", t) for t in codes if all((s, t) in listed or s == t for s in ("en", "fr"))}
+    assert documented == listed | {(c, c) for c in codes} | auto
+    for source in ["auto", *codes]:
+        for target in codes:
+            body = {"q": "twelve", "source": source, "target": target, "api_key": KEY}
+            r = lt(server, data=body if source == "fr" else None, json=None if source == "fr" else body)
+            assert r.status_code == (200 if (source, target) in documented else 400), (source, target, r.text)
+
+
 BAD = {
     "empty-q": ({"json": {"q": "", "source": "en", "target": "fr"}}, "missing q"),
     "no-q-form": ({"data": {"q": "", "source": "en", "target": "fr"}}, "missing q"),
@@ -223,6 +254,12 @@ BAD = {
     ),
     "too-many-alternatives": (
         {"json": {"q": "1", "source": "en", "target": "fr", "alternatives": 10}},
+        "alternatives",
+    ),
+    "empty-item": ({"json": {"q": ["twelve", ""], "source": "en", "target": "fr"}}, "empty"),
+    "key-number": ({"json": {"q": "twelve", "source": "en", "target": "fr", "api_key": 5}}, "api_key"),
+    "alternatives-fraction": (
+        {"json": {"q": "1", "source": "en", "target": "fr", "alternatives": 1.5}},
         "alternatives",
     ),
     "too-long": ({"json": {"q": "a" * 1001, "source": "en", "target": "fr"}}, "limit is 1000"),
@@ -240,7 +277,7 @@ def test_bad_requests_get_400_and_the_server_keeps_serving(server: Server, case:
     request, words = dict(BAD[case][0]), BAD[case][1]
     if path == "/translate" and case in ("bad-json", "array", "not-utf8"):
         pytest.skip("not recognisable as LibreTranslate's: the native API answers (test_serve)")
-    if path == "/detect" and case in ("no-target", "format", "alternatives", "too-many-alternatives"):
+    if path == "/detect" and (case in ("no-target", "format") or "alternatives" in case):
         pytest.skip("/detect reads only q")
     r = lt(server, path, headers={"X-API-Key": KEY, **request.pop("headers", {})}, **request)
     assert r.status_code == 400, r.text

@@ -1,0 +1,166 @@
+"""What HTTP costs over calling the model in-process, measured side by side in one run.
+
+    python bench/serve_overhead.py --checkpoint model.ckpt [--beams 1 5] [--rounds 3]
+
+Starts ``python -m serve`` (as ``bench/load.py`` does) and loads the same checkpoint here with the
+worker's thread count. Each round and beam size measures, on the same Multi30k test sentences:
+
+1. in-process ``Translator.translate([s])``, one sentence at a time, alternating with one HTTP
+   client sending the same sentence: the p50 difference is the **HTTP overhead**;
+2. in-process ``translate`` of the same sentences in batches of 16 (before and after), and 16
+   concurrent HTTP clients (``bench/load.py``'s load) between: requests/s over the mean
+   in-process sentences/s is the **16-client ratio**.
+
+The clients run in this process and share the cores with the server; the CPU they use is
+printed (cores = CPU seconds / wall seconds). Medians over the rounds come last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+import torch
+from load import DEFAULT_DATA, load, read_sentences, start_server, tree
+
+from seq2seq.translator import Translator
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--beams", type=int, nargs="+", default=[1, 5], help="beam sizes (1 = greedy)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--singles", type=int, default=100, help="sentences sent one at a time per round")
+    p.add_argument("--batched", type=int, default=320, help="sentences for the batch-16 / 16-client part")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=6.0, help="length of each 16-client load")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Multi30k directory")
+    p.add_argument("--workers", type=int, default=1, help="server option")
+    p.add_argument(
+        "--threads", type=int, default=0, help="server and in-process threads (0: cores // workers)"
+    )
+    p.add_argument("--max-batch-size", type=int, default=16, help="server option")
+    p.add_argument("--batch-timeout", type=float, default=0.01, help="server option")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    args = p.parse_args(argv)
+    args.quantize, args.api_key = "none", None  # what load.py's start_server and load expect
+    return args
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of the processes, from /proc (vanished ones count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def p50_ms(times: list[float]) -> float:
+    return round(1000 * statistics.median(times), 2)
+
+
+def one_round(translator: Translator, url: str, server_pid: int, texts: list[str], beam: int, args) -> dict:
+    opts = {"beam_size": beam, "max_length": 256}  # the server's default max_length
+    singles, batched = texts[: args.singles], texts[: args.batched]
+    local, remote, health = [], [], []
+    with httpx.Client(base_url=url, timeout=120) as http:
+        http.post("/translate", json={"text": singles[0], "beam_size": beam}).raise_for_status()
+        for text in singles:  # alternating, so that both see the same load on a shared machine
+            t0 = time.perf_counter()
+            translator.translate([text], **opts)
+            local.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            http.post("/translate", json={"text": text, "beam_size": beam}).raise_for_status()
+            remote.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            http.get("/health").raise_for_status()  # a round trip that never reaches the worker
+            health.append(time.perf_counter() - t0)
+
+    def batches_of_16() -> float:
+        t0 = time.perf_counter()
+        for i in range(0, len(batched), 16):
+            translator.translate(batched[i : i + 16], **opts)
+        return len(batched) / (time.perf_counter() - t0)
+
+    before = batches_of_16()  # in-process before and after the HTTP load, to see the same machine
+    server_pids = tree(server_pid)
+    cpu0, server0, wall0 = time.process_time(), cpu_seconds(server_pids), time.perf_counter()
+    loaded = asyncio.run(load(url, {}, batched, argparse.Namespace(**{**vars(args), "beam_size": beam})))
+    wall = time.perf_counter() - wall0
+    client_cores = round((time.process_time() - cpu0) / wall, 2)
+    server_cores = round((cpu_seconds(server_pids) - server0) / wall, 2)
+    local_sps = (before + batches_of_16()) / 2
+    row = {
+        "beam": beam,
+        "inprocess_p50_ms": p50_ms(local),
+        "http_p50_ms": p50_ms(remote),
+        "overhead_ms": round(p50_ms(remote) - p50_ms(local), 2),
+        "health_p50_ms": p50_ms(health),
+        "inprocess_batch16_per_s": round(local_sps, 1),
+        "http_clients_per_s": loaded["requests_per_s"],
+        "ratio": round(loaded["requests_per_s"] / local_sps, 3),
+        "errors": loaded["errors"],
+        "http_clients_p50_ms": loaded["p50_ms"],
+        "client_cores": client_cores,
+        "server_cores": server_cores,
+    }
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    cores = len(os.sched_getaffinity(0))
+    threads = args.threads or max(1, cores // args.workers)  # what each server worker uses
+    torch.set_num_threads(threads)
+    translator = Translator.from_checkpoint(args.checkpoint)
+    texts = read_sentences(args.data, translator.src_lang)
+    for beam in args.beams:  # warm-up: allocator, threads, caches
+        translator.translate(texts[:32], beam_size=beam)
+    load_before = os.getloadavg()
+    proc, url = start_server(args)
+    rows = []
+    try:
+        for r in range(args.rounds):
+            for beam in args.beams:
+                row = one_round(translator, url, proc.pid, texts, beam, args)
+                rows.append({"round": r + 1, **row})
+                print(json.dumps(rows[-1]), flush=True)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    load_after = os.getloadavg()
+
+    print(f"\n{cores} cores, {threads} torch threads in-process and per server worker, {args.workers} worker(s), "
+          f"{args.clients} clients; load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")  # fmt: skip
+    print(f"{'beam':>4} {'in-proc p50':>11} {'HTTP p50':>9} {'overhead':>9} {'batch-16/s':>10} "
+          f"{f'{args.clients} clients/s':>13} {'ratio':>6} {'errors':>6} {'client cores':>12} {'/health p50':>11}")  # fmt: skip
+    summary = []
+    for beam in args.beams:
+        mine = [r for r in rows if r["beam"] == beam]
+        med = {k: statistics.median(r[k] for r in mine) for k in mine[0] if k not in ("round", "beam")}
+        med["errors"] = sum(r["errors"] for r in mine)
+        summary.append({"beam": beam, **med})
+        print(f"{beam:>4} {med['inprocess_p50_ms']:>9.1f}ms {med['http_p50_ms']:>7.1f}ms "
+              f"{med['overhead_ms']:>7.1f}ms {med['inprocess_batch16_per_s']:>10.1f} "
+              f"{med['http_clients_per_s']:>13.1f} {med['ratio']:>6.2f} {med['errors']:>6} "
+              f"{med['client_cores']:>12.2f} {med['health_p50_ms']:>9.2f}ms")  # fmt: skip
+    print(f"medians over {args.rounds} rounds; overhead = HTTP p50 - in-process p50 (one client); "
+          f"ratio = {args.clients}-client requests/s / in-process batch-16 sentences/s")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "summary": summary}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Adaptive batching (serve/batching.py) and the --device option, on the tiny real model."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from queue import Queue
+
+import httpx
+import pytest
+import torch
+from litserve import LitAPI
+from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+from test_serve import MAX_LENGTH, ROOT, free_port, same, start_server
+
+from seq2seq import commands
+from seq2seq.corpus import generate_pairs
+from seq2seq.translator import Translator
+from serve.batching import AdaptiveBatchedLoop
+
+WINDOW = 0.5  # a batch window far longer than a tiny-model translation
+
+
+# -- the collection step, on a real queue -------------------------------------------------------
+def request(uid: int, age: float = 0.0) -> tuple:
+    """A queue item as LitServe's HTTP side puts it: (response_queue_id, uid, enqueued at, body)."""
+    return (0, uid, time.monotonic() - age, f"body {uid}")
+
+
+def collect(loop: AdaptiveBatchedLoop, api: LitAPI, queue: Queue) -> tuple[list, list, float]:
+    t0 = time.monotonic()
+    payloads, timed_out = loop.get_batch_requests(api, queue, transport=None)
+    return [p[1] for p in payloads], [t[1] for t in timed_out], time.monotonic() - t0
+
+
+@pytest.fixture
+def api() -> LitAPI:
+    api = LitAPI(max_batch_size=4, batch_timeout=WINDOW)
+    api.request_timeout = 30.0  # what LitServer sets from its timeout
+    return api
+
+
+def test_lone_request_goes_at_once_and_queued_ones_batch_together(api: LitAPI) -> None:
+    loop, queue = AdaptiveBatchedLoop(), Queue()
+    queue.put(request(1))
+    uids, _, took = collect(loop, api, queue)
+    assert uids == [1] and took < WINDOW / 5  # LitServe's own collection waits the whole window
+
+    for uid in range(2, 8):  # arrived while the worker was busy: no waiting, up to max_batch_size
+        queue.put(request(uid))
+    uids, _, took = collect(loop, api, queue)
+    assert uids == [2, 3, 4, 5] and took < WINDOW / 5
+    uids, _, _ = collect(loop, api, queue)
+    assert uids == [6, 7]
+
+
+def test_window_waits_only_for_as_many_as_the_last_batch(api: LitAPI) -> None:
+    loop, queue = AdaptiveBatchedLoop(), Queue()
+    for uid in range(3):
+        queue.put(request(uid))
+    assert collect(loop, api, queue)[0] == [0, 1, 2]  # three clients are being served
+
+    queue.put(request(3))  # their next requests come back one by one
+    later = threading.Timer(0.1, lambda: [queue.put(request(uid)) for uid in (4, 5)])
+    later.start()
+    uids, _, took = collect(loop, api, queue)
+    later.join()
+    assert uids == [3, 4, 5] and 0.09 < took < WINDOW  # waited for the two, not the window
+
+    queue.put(request(6))  # two clients left: the window closes with one
+    uids, _, took = collect(loop, api, queue)
+    assert uids == [6] and WINDOW * 0.9 < took < WINDOW * 2
+    queue.put(request(7))  # and the next lone request goes at once again
+    uids, _, took = collect(loop, api, queue)
+    assert uids == [7] and took < WINDOW / 5
+
+
+def test_stale_requests_time_out_and_the_sentinel_stops(api: LitAPI) -> None:
+    loop, queue = AdaptiveBatchedLoop(), Queue()
+    queue.put(request(1, age=60.0))  # waited longer than the request timeout
+    queue.put(request(2))
+    assert collect(loop, api, queue)[:2] == ([2], [1])
+    queue.put(_SENTINEL_VALUE)
+    with pytest.raises(_StopLoopError):
+        collect(loop, api, queue)
+
+
+# -- end to end: a server with a long window ----------------------------------------------------
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    return list(dict.fromkeys(src for src, _ in generate_pairs("en", "fr", 60, seed=5)))[:12]
+
+
+@pytest.fixture(scope="module")
+def slow_window_server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    s = start_server(
+        tiny_checkpoint, tmp_path_factory.mktemp("window"),
+        "--threads", "1", "--batch-timeout", str(WINDOW), "--device", "cpu",
+    )  # fmt: skip
+    yield s
+    s.stop()
+
+
+def test_lone_requests_are_not_held_and_concurrent_ones_are_answered_alike(
+    slow_window_server, tiny_checkpoint: Path, texts: list[str]
+) -> None:
+    url = slow_window_server.url
+    reference = Translator.from_checkpoint(tiny_checkpoint).translate(
+        texts, beam_size=2, max_length=MAX_LENGTH
+    )
+    lone, took = {}, []
+    with httpx.Client(base_url=url, timeout=60) as http:
+        http.post("/translate", json={"text": texts[0]}).raise_for_status()  # warm-up
+        for text in texts[:6]:
+            t0 = time.perf_counter()
+            r = http.post("/translate", json={"text": text, "beam_size": 2})
+            took.append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text
+            lone[text] = r.json()["translations"][0]
+    assert statistics.median(took) < WINDOW / 2, took
+
+    async def together() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            return await asyncio.gather(
+                *(http.post("/translate", json={"text": t, "beam_size": 2}) for t in texts)
+            )
+
+    responses = asyncio.run(together())
+    assert [r.status_code for r in responses] == [200] * len(texts)
+    for text, r, ref in zip(texts, responses, reference, strict=True):
+        served = r.json()["translations"][0]
+        same(served, ref)
+        if text in lone:  # batched with others, the same answer as alone (padding moves the last digits)
+            assert served["tokens"] == lone[text]["tokens"]
+            assert served["score"] == pytest.approx(lone[text]["score"], abs=1e-3)
+
+
+def test_device_cpu_server_reports_it(slow_window_server) -> None:
+    info = httpx.get(f"{slow_window_server.url}/info", timeout=10).json()
+    assert [m["device"] for m in info["model"]["models"]] == ["cpu"] and info["server"]["devices"] == ["cpu"]
+
+
+# -- --device ------------------------------------------------------------------------------------
+def test_translator_device_cpu_equals_the_default(tiny_checkpoint: Path, texts: list[str]) -> None:
+    default = Translator.from_checkpoint(tiny_checkpoint)
+    on_cpu = Translator.from_checkpoint(tiny_checkpoint, device="cpu")
+    assert on_cpu.device == torch.device("cpu") == default.device
+    for a, b in zip(default.translate(texts, beam_size=3), on_cpu.translate(texts, beam_size=3), strict=True):
+        assert (a.text, a.score) == (b.text, b.score)
+    auto = Translator.from_checkpoint(tiny_checkpoint, device="auto")
+    assert auto.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    int8 = Translator.from_checkpoint(tiny_checkpoint, quantize="int8", device="auto")
+    assert int8.device.type == "cpu"  # dynamic int8 runs on the CPU only
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        Translator.from_checkpoint(tiny_checkpoint, device="tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(tiny_checkpoint: Path, capsys) -> None:
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        Translator.from_checkpoint(tiny_checkpoint, device="cuda")
+    with pytest.raises(SystemExit) as exit_info:
+        commands.translate_main(["--checkpoint", str(tiny_checkpoint), "--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: device cuda was asked for, but torch sees no CUDA GPU\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "serve", "--checkpoint", str(tiny_checkpoint), "--device", "cuda",
+         "--port", str(free_port())],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr == "seq2seq-serve: error: device cuda was asked for, but torch sees no CUDA GPU\n"
