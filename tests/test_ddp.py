@@ -220,7 +220,8 @@ def test_slurm_job_requeues_on_preemption_and_resumes(tmp_path: Path, tiny_workd
     hpc = tmp_path / "hpc_ckpt_1.ckpt"
     assert load(hpc)["global_step"] == 2
 
-    assert job() == [0, 0], (tmp_path / "job.log").read_text()[-4000:]
+    # the job script always passes --ckpt_path last: it picks the hpc checkpoint, newer than any last.ckpt
+    assert job("--ckpt_path=last") == [0, 0], (tmp_path / "job.log").read_text()[-4000:]
     records = ranks(tmp_path / "probe")
     assert [r["resumed"] for r in records] == [(str(hpc), 2)] * 2
     last = load(next(tmp_path.rglob("last.ckpt")))
