@@ -75,18 +75,21 @@ class TrainCLI(LightningCLI):
 
 
 def find_last_checkpoint(trainer: pl.Trainer) -> str | None:
-    """Newest ``last*.ckpt`` in any version folder of the trainer's logger, or None.
+    """Newest ``last*.ckpt`` in any version folder of the trainer's logger, or of the
+    ``hpc_ckpt_*.ckpt`` Lightning's SLURM requeue saves in ``default_root_dir``; None if neither.
 
     Each run logs to a fresh ``version_N`` folder and Lightning looks for ``last.ckpt`` only in
     the new, empty one, so without this ``--ckpt_path last`` would silently start from scratch.
     A ``ModelCheckpoint`` with its own ``dirpath`` is left to Lightning, which finds it there.
+    Taking the newer of the two kinds lets one job script resume after SIGTERM (``last.ckpt``)
+    and after SLURM's SIGUSR1 requeue (``hpc_ckpt``) alike.
     """
+    found = [p for p in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt") if p.is_file()]
     callbacks = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
-    if not trainer.loggers or any(cb.dirpath is not None for cb in callbacks):
-        return None
-    logger = trainer.loggers[0]
-    root = Path(logger.save_dir or trainer.default_root_dir, logger.name or "")
-    found = [p for p in root.glob("*/checkpoints/last*.ckpt") if p.is_file()]
+    if trainer.loggers and not any(cb.dirpath is not None for cb in callbacks):
+        logger = trainer.loggers[0]
+        root = Path(logger.save_dir or trainer.default_root_dir, logger.name or "")
+        found += [p for p in root.glob("*/checkpoints/last*.ckpt") if p.is_file()]
     if not found:
         return None
     newest = max(found, key=lambda p: p.stat().st_mtime)

@@ -17,7 +17,7 @@ from conftest import ROOT, tiny_train_args
 from test_data import _stream_dm, write_hub_shards
 
 from seq2seq.checkpoint import PREEMPTED_EXIT, AtomicCheckpointIO, Checkpoint
-from seq2seq.cli import train_main
+from seq2seq.cli import find_last_checkpoint, train_main
 
 TRAIN_SCRIPT = ROOT / "scripts" / "train.py"
 TESTS = Path(__file__).resolve().parent
@@ -214,3 +214,23 @@ def test_a_checkpoint_of_another_data_seed_starts_the_epoch_over(caplog: pytest.
     assert list(ours) == whole[3:]  # the same seed continues at its place
     ours.load_state_dict({**sampler(2).state_dict(), "position": 3})
     assert list(ours) == whole and "differs from the checkpoint's 2" in caplog.text
+
+
+def test_ckpt_path_last_takes_the_newer_of_last_and_a_slurm_hpc_checkpoint(tmp_path: Path) -> None:
+    """After SIGTERM (last.ckpt) or SLURM's SIGUSR1 requeue (hpc_ckpt_N.ckpt), one job script
+    with ``--ckpt_path last`` resumes from whichever the run wrote last."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+
+    trainer = pl.Trainer(default_root_dir=tmp_path, logger=CSVLogger(tmp_path / "runs", name="x"),
+                         enable_progress_bar=False)  # fmt: skip
+    assert find_last_checkpoint(trainer) is None
+    last = tmp_path / "runs" / "x" / "version_0" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"
+    for older, newer in ((hpc, last), (last, hpc)):
+        older.write_bytes(b"old")
+        newer.write_bytes(b"new")
+        os.utime(older, (1_000_000, 1_000_000))
+        os.utime(newer, (2_000_000, 2_000_000))
+        assert find_last_checkpoint(trainer) == str(newer)
