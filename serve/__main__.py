@@ -41,7 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="torch threads per worker (default: cores // workers; 1 is better on a busy machine)",
     )  # fmt: skip
     p.add_argument("--max-batch-size", type=int, default=16, help="requests batched together")
-    p.add_argument("--batch-timeout", type=float, default=0.01, help="seconds a busy worker waits for a batch to fill")
+    p.add_argument(
+        "--batch-timeout", type=float, default=0.01, help="seconds a busy worker waits for a batch to fill"
+    )
     p.add_argument("--quantize", choices=("none", "int8"), default="none", help="dynamic int8 on CPU")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the workers run the model (auto: a GPU when there is one)")  # fmt: skip
