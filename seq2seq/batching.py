@@ -161,15 +161,17 @@ class TokenBatchSampler(DistributedSampler):
         return {"seed": self.seed, "epoch": self.epoch, "position": self.position}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        if state["seed"] != self.seed:  # another order of batches: the saved place means nothing
-            log.warning(
-                "data seed %d differs from the checkpoint's %d: the epoch starts over",
-                self.seed,
-                state["seed"],
-            )
+        if not same_seed(state["seed"], self.seed):
             return
         self.epoch = state["epoch"]  # before set_epoch: the loader's workers may start at once
         self._resume_at = (state["epoch"], state["position"])
+
+
+def same_seed(saved: int, current: int) -> bool:
+    """Whether a saved loader position applies: another data seed orders the batches differently."""
+    if saved != current:
+        log.warning("data seed %d differs from the checkpoint's %d: the epoch starts over", current, saved)
+    return saved == current
 
 
 class ResumableLoader(DataLoader):

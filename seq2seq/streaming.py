@@ -25,7 +25,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, get_worker_info
 
-from seq2seq.batching import Batch, collate, make_batches, shard_batches
+from seq2seq.batching import Batch, collate, make_batches, same_seed, shard_batches
 from seq2seq.sources import CorpusError, drop_empty, open_corpus, resolve_split
 from seq2seq.tokenizer import Tokenizer
 
@@ -137,12 +137,7 @@ class StreamingBatches(torch.utils.data.IterableDataset):
         ``{worker: (buffer, batch)}``, the last batch of each DataLoader worker's part of the
         stream that training consumed. The stream is read again up to there (it is shuffled
         the same way), but only the buffer it stopped in is tokenized and batched again."""
-        if state["seed"] != self.seed:  # another order of batches: the saved place means nothing
-            log.warning(
-                "data seed %d differs from the checkpoint's %d: the epoch starts over",
-                self.seed,
-                state["seed"],
-            )
+        if not same_seed(state["seed"], self.seed):
             return
         self.epoch = state["epoch"]
         self._resume = (state["epoch"], {int(w): tuple(p) for w, p in state["positions"].items()})
