@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="server option (0: cores // workers)")
     p.add_argument("--max-batch-size", type=int, default=16, help="server option")
     p.add_argument("--batch-timeout", type=float, default=0.01, help="server option")
+    p.add_argument("--continuous", action=argparse.BooleanOptionalAction, default=True, help="server option")
     p.add_argument("--quantize", choices=("none", "int8"), default="none", help="server option")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
@@ -112,6 +113,7 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
         "--workers", str(args.workers), "--threads", str(args.threads),
         "--max-batch-size", str(args.max_batch_size),
         "--batch-timeout", str(args.batch_timeout), "--quantize", args.quantize,
+        "--continuous" if args.continuous else "--no-continuous",
         "--log-level", "warning",
     ]  # fmt: skip
     return launch(cmd, port)

@@ -186,15 +186,16 @@ class Translator:
         hyps = []
         for j, tokens in enumerate(out.tokens[row]):
             att = out.attention[row][j].tolist() if out.attention is not None else None
-            hyps.append(
-                Hypothesis(
-                    self.tgt_tokenizer.decode([tokens])[0],
-                    float(out.scores[row, j]),
-                    self.tgt_tokenizer.pieces(tokens),
-                    att,
-                )
-            )
+            hyps.append(self.hypothesis(tokens, float(out.scores[row, j]), att))
         return Translation(text, self.src_tokenizer.pieces(src_ids), hyps)
+
+    def hypothesis(
+        self, tokens: list[int], score: float, attention: list[list[float]] | None = None
+    ) -> Hypothesis:
+        """A hypothesis from target subword ids (without EOS): its text and pieces."""
+        return Hypothesis(
+            self.tgt_tokenizer.decode([tokens])[0], score, self.tgt_tokenizer.pieces(tokens), attention
+        )
 
 
 def quantize_int8(model: Seq2Seq) -> Seq2Seq:

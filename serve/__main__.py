@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--batch-timeout", type=float, default=0.01, help="seconds a busy worker waits for a batch to fill"
     )
+    p.add_argument(
+        "--continuous", action=argparse.BooleanOptionalAction, default=True,
+        help="greedy requests join a running decode between steps (--no-continuous: batches only)",
+    )  # fmt: skip
     p.add_argument("--quantize", choices=("none", "int8"), default="none", help="dynamic int8 on CPU")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the workers run the model (auto: a GPU when there is one)")  # fmt: skip
@@ -178,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     api = TranslatorAPI(
         catalog, quantize=args.quantize, workers=args.workers, threads=args.threads or None,
         api_key=args.api_key, max_length=args.max_length,
-        max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout,
+        max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout, continuous=args.continuous,
     )  # fmt: skip
     server = SupervisedServer(
         api,

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve import metrics
 from serve.batching import AdaptiveBatchedLoop
+from serve.continuous import ContinuousLoop, StreamedJobs
 from serve.models import Catalog, Route
 from serve.schemas import Hypothesis, TranslateRequest, TranslateResponse, TranslationOut
 
@@ -84,9 +85,13 @@ class TranslatorAPI(ls.LitAPI):
         max_length: int = 256,
         max_batch_size: int = 16,
         batch_timeout: float = 0.01,
+        continuous: bool = True,
     ):
-        # a lone request is not held for the batch window (serve/batching.py)
-        loop = AdaptiveBatchedLoop() if max_batch_size > 1 else "auto"
+        # a lone request is not held for the batch window (serve/batching.py); greedy requests
+        # join a running decode (serve/continuous.py)
+        loop = "auto"
+        if max_batch_size > 1:
+            loop = ContinuousLoop() if continuous else AdaptiveBatchedLoop()
         super().__init__(
             max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/translate", loop=loop
         )
@@ -97,6 +102,7 @@ class TranslatorAPI(ls.LitAPI):
         self.api_key = api_key or None
         self.max_length = max_length  # when a request gives none (the spawned workers lack LIMITS)
         self.translators: dict[str, Translator] = {}
+        self.streamed: StreamedJobs | None = None  # the greedy jobs ContinuousLoop is decoding
 
     def setup(self, device: str) -> None:
         import torch
@@ -105,6 +111,7 @@ class TranslatorAPI(ls.LitAPI):
         torch.set_num_threads(self.threads or max(1, (cores or 1) // self.workers))
         # device: "cpu", or "cuda:N" when the server runs with --device cuda (or auto on a GPU machine)
         self.translators = self.catalog.load_translators(self.quantize, device)
+        self.streamed = StreamedJobs(self.translators)
 
     async def authorize(self, request: Request) -> None:
         """FastAPI dependency of every route LitServe registers; checks ``X-API-Key`` if a key is set."""

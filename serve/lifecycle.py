@@ -28,6 +28,7 @@ from fastapi import FastAPI, HTTPException
 from litserve.utils import LitAPIStatus, ResponseBufferItem, WorkerSetupStatus
 
 from serve import metrics
+from serve.batching import BundledTransport
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class SupervisedServer(ls.LitServer):
     # -- main process ---------------------------------------------------------------------
     def _init_manager(self, num_api_servers: int):
         manager = super()._init_manager(num_api_servers)
+        self._transport = BundledTransport(self._transport)  # workers send bundles (serve/batching.py)
         # workers then send START with their id when they take a request (LitServe's own switch)
         self.restart_workers = True
         n_workers = sum(

@@ -16,6 +16,7 @@ import pytest
 import torch
 from litserve import LitAPI
 from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+from prometheus_client.parser import text_string_to_metric_families
 from test_serve import MAX_LENGTH, ROOT, free_port, same, start_server
 
 from seq2seq import commands
@@ -155,6 +156,51 @@ def test_lone_requests_are_not_held_and_concurrent_ones_are_answered_alike(
         if text in lone:  # batched with others, the same answer as alone (padding moves the last digits)
             assert served["tokens"] == lone[text]["tokens"]
             assert served["score"] == pytest.approx(lone[text]["score"], abs=1e-3)
+
+
+def test_streamed_and_batched_requests_sent_together_each_get_their_own_answer(
+    slow_window_server, tiny_checkpoint: Path, texts: list[str]
+) -> None:
+    """Continuous batching (serve/continuous.py): greedy requests of every shape, sent together with
+    requests that take the batch path (beam search, attention), each get what translate() gives."""
+    translator = Translator.from_checkpoint(tiny_checkpoint)
+    bodies = [{"text": t, "beam_size": 1} for t in texts[:6]] + [
+        {"texts": texts[6:9], "beam_size": 1, "max_length": 4},  # one request, three sentences, short
+        {"texts": [texts[9]] * 2, "beam_size": 1},
+        {"text": texts[10], "beam_size": 2, "n_best": 2},  # beam: the batch path, between steps
+        {"text": texts[11], "beam_size": 1, "return_attention": True},  # attention: the batch path
+    ]
+
+    async def together() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=slow_window_server.url, timeout=60) as http:
+            return await asyncio.gather(*(http.post("/translate", json=body) for body in bodies))
+
+    before = texts_counted(slow_window_server.url)
+    responses = asyncio.run(together())
+    assert [r.status_code for r in responses] == [200] * len(bodies), [r.text for r in responses]
+    for body, r in zip(bodies, responses, strict=True):
+        options = {k: v for k, v in body.items() if k not in ("text", "texts")}
+        options.setdefault("max_length", MAX_LENGTH)
+        reference = translator.translate(body.get("texts") or [body["text"]], **options)
+        served = r.json()["translations"]
+        assert len(served) == len(reference)
+        for got, want in zip(served, reference, strict=True):
+            same(got, want, n_best=options.get("n_best", 1))
+            assert (got["attention"] is not None) == bool(body.get("return_attention"))
+    texts_sent = sum(len(body.get("texts") or [body["text"]]) for body in bodies)
+    assert [a - b for a, b in zip(texts_counted(slow_window_server.url), before, strict=True)] == [
+        texts_sent
+    ] * 2
+
+
+def texts_counted(url: str) -> tuple[float, float]:
+    """The server's count of texts translated, and of texts in its batches (streamed ones included)."""
+    found = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name in ("seq2seq_texts_translated_total", "seq2seq_batch_texts_sum"):
+                found[sample.name] = found.get(sample.name, 0.0) + sample.value
+    return found.get("seq2seq_texts_translated_total", 0.0), found.get("seq2seq_batch_texts_sum", 0.0)
 
 
 def test_device_cpu_server_reports_it(slow_window_server) -> None:

@@ -1,0 +1,204 @@
+"""Continuous batching in the inference worker: greedy requests join a running decode between
+decoder steps and are answered the step their last sentence ends.
+
+With batches (``AdaptiveBatchedLoop``) the worker waits for a batch to fill, decodes it to its
+longest sentence, and answers all of it at once; then its clients' next requests trickle back
+through HTTP one by one while the worker waits again. Measured with 16 clients, that left the
+worker idle a quarter of the time. ``ContinuousLoop`` never waits while it has work: every loop
+takes whatever requests are queued, hands greedy single-model ones (the common request) to that
+model's ``GreedyStream`` (``seq2seq/stream.py``), translates the others (beam search, n-best,
+attention, pivots) as a batch at once, runs one decoder step of every stream, and answers the
+requests whose sentences all ended. When nothing is decoding it collects the first batch as
+``AdaptiveBatchedLoop`` does. LitServe's loop runs decode, predict and encode per batch, with no
+hook for a request that is answered later than the batch it came in; hence this loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from queue import Empty, Queue
+from typing import TYPE_CHECKING
+
+from fastapi import HTTPException
+from litserve.loops.base import _StopLoopError
+from litserve.transport.base import MessageTransport
+from litserve.utils import LitAPIStatus, LoopResponseType, PickleableHTTPException
+
+from serve import metrics
+from serve.batching import AdaptiveBatchedLoop
+
+if TYPE_CHECKING:
+    from seq2seq.translator import Translation, Translator
+    from serve.api import Job, JobResult, TranslatorAPI
+
+logger = logging.getLogger(__name__)
+
+Ticket = tuple[int, str]  # (response queue id, request uid): where the answer goes
+# while decoding, look at the request queue every this many steps: each look is a round trip to
+# LitServe's Manager process, a large part of a 2 ms step
+POLL_STEPS = 4
+
+
+class StreamedJobs:
+    """The greedy jobs being decoded: one ``GreedyStream`` per model, each job's finished sentences."""
+
+    def __init__(self, translators: dict[str, Translator]) -> None:
+        from seq2seq.stream import GreedyStream  # torch: only in the inference workers
+
+        self.translators = translators
+        self.streams = {key: GreedyStream(t.model, t.silent, t.device) for key, t in translators.items()}
+        self.jobs: dict[Ticket, tuple[Job, list[list[int]], list[Translation | None]]] = {}
+        self.admitted: list[int] = [0, 0]  # requests and texts since the last batch metric
+        self.busy = 0.0  # seconds spent decoding since the last batch metric
+
+    @staticmethod
+    def accepts(job: Job) -> bool:
+        """Greedy, one model, no attention: what ``GreedyStream`` decodes (n_best is 1 with greedy)."""
+        return job.options.beam_size == 1 and not job.options.return_attention and len(job.route.legs) == 1
+
+    def sentences(self) -> int:
+        return sum(len(stream) for stream in self.streams.values())
+
+    def add(self, ticket: Ticket, job: Job) -> JobResult | None:
+        """Queue a job's sentences; a job with no text is answered at once (returned)."""
+        from serve.api import JobResult
+
+        key = job.route.legs[0]
+        translator = self.translators[key]
+        ids = translator.src_tokenizer.encode(job.texts) if job.texts else []
+        if not ids:
+            return JobResult(job.route, [])
+        for i, src in enumerate(ids):  # the limits translate() applies (its max_ratio default)
+            self.streams[key].add(
+                (ticket, i), src, max_length=job.options.max_length, min_length=job.options.min_length
+            )
+        self.jobs[ticket] = (job, ids, [None] * len(ids))
+        self.admitted[0] += 1
+        self.admitted[1] += len(ids)
+        return None
+
+    def step(self) -> list[tuple[Ticket, JobResult]]:
+        """One decoder step of every stream; the jobs whose last sentence ended, with their results."""
+        from seq2seq.translator import Translation
+        from serve.api import JobResult
+
+        began = time.perf_counter()
+        answered = []
+        for key, stream in self.streams.items():
+            if not stream:
+                continue
+            translator = self.translators[key]
+            for (ticket, i), tokens, score in stream.step():
+                job, ids, out = self.jobs[ticket]
+                pieces = translator.src_tokenizer.pieces(ids[i])
+                out[i] = Translation(job.texts[i], pieces, [translator.hypothesis(tokens, score)])
+                if all(t is not None for t in out):
+                    del self.jobs[ticket]
+                    metrics.observe_translations(key, out)
+                    answered.append((ticket, JobResult(job.route, out)))
+        self.busy += time.perf_counter() - began
+        return answered
+
+    def observe(self) -> None:
+        """The batch metrics: requests and texts that joined since the last call, decoding time."""
+        if self.admitted[0]:
+            metrics.observe_batch(self.admitted[0], self.admitted[1], self.busy)
+            self.admitted, self.busy = [0, 0], 0.0
+
+    def abandon(self) -> list[Ticket]:
+        """Forget every job (after an error): their tickets, to answer with the error."""
+        tickets = list(self.jobs)
+        self.jobs.clear()
+        self.streams = {key: type(s)(s.model, s.silent, s.device) for key, s in self.streams.items()}
+        return tickets
+
+
+class ContinuousLoop(AdaptiveBatchedLoop):
+    """``AdaptiveBatchedLoop`` plus continuous batching of greedy requests (module docstring)."""
+
+    def run_batched_loop(
+        self, lit_api: TranslatorAPI, request_queue: Queue, transport: MessageTransport, *args, **kwargs
+    ) -> None:
+        """LitServe's entry point for a batched loop (its own callbacks and spec are not used here)."""
+        steps = 0
+        while True:
+            streamed = lit_api.streamed
+            steps += 1
+            try:
+                if streamed.sentences():  # decoding: take what is queued, never wait
+                    room = lit_api.max_batch_size - streamed.sentences() if steps % POLL_STEPS == 0 else 0
+                    payloads, timed_out = self.take_queued(lit_api, request_queue, transport, room)
+                else:
+                    payloads, timed_out = self.get_batch_requests(lit_api, request_queue, transport)
+            except _StopLoopError:
+                return
+            for response_queue_id, uid in timed_out:  # as LitServe answers them
+                timeout = HTTPException(504, "Request timed out")
+                self.put_response(
+                    transport, response_queue_id, uid, timeout, LitAPIStatus.ERROR, LoopResponseType.REGULAR
+                )
+            batch: list[tuple[Ticket, Job]] = []
+            for response_queue_id, uid, request in payloads:
+                ticket = (response_queue_id, uid)
+                try:
+                    job = lit_api.decode_request(request)
+                    if not streamed.accepts(job):
+                        batch.append((ticket, job))
+                    elif (done := streamed.add(ticket, job)) is not None:
+                        self.answer(transport, ticket, lit_api.encode_response(done))
+                except Exception as e:
+                    self.answer(transport, ticket, None, e)
+            streamed.observe()
+            if batch:
+                self.translate_batch(lit_api, transport, batch)
+            try:
+                for ticket, result in streamed.step():
+                    self.answer(transport, ticket, lit_api.encode_response(result))
+            except Exception as e:
+                logger.exception("continuous batching failed; its requests get the error")
+                for ticket in streamed.abandon():
+                    self.answer(transport, ticket, None, e)
+
+    def take_queued(
+        self, lit_api: TranslatorAPI, request_queue: Queue, transport: MessageTransport, room: int
+    ) -> tuple[list, list]:
+        """Up to ``room`` requests already in the queue, without waiting (answers go out first)."""
+        payloads: list[tuple] = []
+        timed_out: list[tuple] = []
+        self.outbox.flush(transport)
+        while len(payloads) + len(timed_out) < room:
+            try:
+                item = request_queue.get_nowait()
+            except Empty:
+                break
+            self._take(item, lit_api, transport, payloads, timed_out)
+        self.outbox.flush(transport)
+        return payloads, timed_out
+
+    def translate_batch(
+        self, lit_api: TranslatorAPI, transport: MessageTransport, batch: list[tuple[Ticket, Job]]
+    ) -> None:
+        """The jobs a stream does not take, translated together as ``AdaptiveBatchedLoop`` does."""
+        try:
+            results = lit_api.translate_jobs([job for _, job in batch])
+        except Exception as e:
+            logger.exception("translating a batch failed; its requests get the error")
+            for ticket, _ in batch:
+                self.answer(transport, ticket, None, e)
+            return
+        for (ticket, _), result in zip(batch, results, strict=True):
+            self.answer(transport, ticket, lit_api.encode_response(result))
+
+    def answer(self, transport: MessageTransport, ticket: Ticket, response, error: Exception | None = None):
+        """Send a response, or an error as LitServe's loop does (an HTTPException keeps its status)."""
+        response_queue_id, uid = ticket
+        if isinstance(error, HTTPException):
+            response, error = PickleableHTTPException.from_exception(error), None
+            status = LitAPIStatus.ERROR
+        else:
+            status = LitAPIStatus.OK
+        if error is not None:
+            self.put_error_response(transport, response_queue_id, uid, error, LoopResponseType.REGULAR)
+        else:
+            self.put_response(transport, response_queue_id, uid, response, status, LoopResponseType.REGULAR)
