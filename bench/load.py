@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="server option (when started here)")
     p.add_argument("--threads", type=int, default=0, help="server option (0: cores // workers)")
     p.add_argument("--max-batch-size", type=int, default=16, help="server option")
-    p.add_argument("--batch-timeout", type=float, default=0.01, help="server option")
+    p.add_argument("--batch-timeout", type=float, default=0.0, help="server option")
     p.add_argument("--continuous", action=argparse.BooleanOptionalAction, default=True, help="server option")
     p.add_argument("--quantize", choices=("none", "int8"), default="none", help="server option")
     p.add_argument("--json", type=Path, help="also write the figures here")

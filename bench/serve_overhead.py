@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="in-process threads (0: as each server worker), e.g. 2 beside --workers 2 --threads 1",
     )
     p.add_argument("--max-batch-size", type=int, default=16, help="server option")
-    p.add_argument("--batch-timeout", type=float, default=0.01, help="server option")
+    p.add_argument("--batch-timeout", type=float, default=0.0, help="server option")
     p.add_argument("--continuous", action=argparse.BooleanOptionalAction, default=True, help="server option")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)

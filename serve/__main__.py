@@ -42,7 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--max-batch-size", type=int, default=16, help="requests batched together")
     p.add_argument(
-        "--batch-timeout", type=float, default=0.01, help="seconds a busy worker waits for a batch to fill"
+        "--batch-timeout",
+        type=float,
+        default=0.0,
+        help="seconds a busy worker may wait for a batch to fill (0: take what is queued)",
     )
     p.add_argument(
         "--continuous", action=argparse.BooleanOptionalAction, default=True,

@@ -84,7 +84,7 @@ class TranslatorAPI(ls.LitAPI):
         api_key: str | None = None,
         max_length: int = 256,
         max_batch_size: int = 16,
-        batch_timeout: float = 0.01,
+        batch_timeout: float = 0.0,
         continuous: bool = True,
     ):
         # a lone request is not held for the batch window (serve/batching.py); greedy requests

@@ -47,6 +47,8 @@ class BundledTransport(MessageTransport):
     """LitServe's transport, which also carries bundles ``(BUNDLE, [message, ...])`` and hands their
     messages to the HTTP process's reader one at a time, as if each had come alone."""
 
+    bundles = True  # what Outbox.flush checks: the reader unpacks bundles
+
     def __init__(self, inner: MessageTransport) -> None:
         self.inner = inner
         self.unpacked: dict[int, deque] = {}  # per consumer (HTTP process), messages not yet read
@@ -77,7 +79,7 @@ class Outbox:
         self.held.setdefault(consumer_id, []).append(item)
 
     def flush(self, transport: MessageTransport) -> None:
-        bundles = isinstance(transport, BundledTransport)  # else the reader could not unpack them
+        bundles = getattr(transport, "bundles", False)  # else the reader could not unpack them
         for consumer_id, items in self.held.items():
             if bundles and len(items) > 1:
                 transport.send((BUNDLE, items), consumer_id=consumer_id)
@@ -94,6 +96,7 @@ class AdaptiveBatchedLoop(BatchedLoop):
         super().__init__()
         self.recent: deque[int] = deque([1], maxlen=RECENT)  # sizes of the last batches
         self.outbox = Outbox()
+        self.announced = False  # True when requests come with their START sent (serve/workerio.py)
 
     def put_response(
         self,
@@ -148,14 +151,15 @@ class AdaptiveBatchedLoop(BatchedLoop):
             self.outbox.flush(transport)
             raise _StopLoopError()
         response_queue_id, uid, enqueued_at, request = item
-        self.put_response(
-            transport=transport,
-            response_queue_id=response_queue_id,
-            uid=uid,
-            response_data=(),
-            status=LitAPIStatus.START,
-            response_type=LoopResponseType.REGULAR,
-        )
+        if not self.announced:
+            self.put_response(
+                transport=transport,
+                response_queue_id=response_queue_id,
+                uid=uid,
+                response_data=(),
+                status=LitAPIStatus.START,
+                response_type=LoopResponseType.REGULAR,
+            )
         timeout = lit_api.request_timeout
         if timeout not in (-1, False, None) and time.monotonic() - enqueued_at > timeout:
             timed_out.append((response_queue_id, uid))

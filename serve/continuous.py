@@ -27,6 +27,7 @@ from litserve.utils import LitAPIStatus, LoopResponseType, PickleableHTTPExcepti
 
 from serve import metrics
 from serve.batching import AdaptiveBatchedLoop
+from serve.workerio import Prefetcher, Sender
 
 if TYPE_CHECKING:
     from seq2seq.translator import Translation, Translator
@@ -35,9 +36,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Ticket = tuple[int, str]  # (response queue id, request uid): where the answer goes
-# while decoding, look at the request queue every this many steps: each look is a round trip to
-# LitServe's Manager process, a large part of a 2 ms step
-POLL_STEPS = 4
 
 
 class StreamedJobs:
@@ -121,13 +119,25 @@ class ContinuousLoop(AdaptiveBatchedLoop):
         self, lit_api: TranslatorAPI, request_queue: Queue, transport: MessageTransport, *args, **kwargs
     ) -> None:
         """LitServe's entry point for a batched loop (its own callbacks and spec are not used here)."""
-        steps = 0
+        # requests and answers cross the Manager on threads of their own (serve/workerio.py)
+        request_queue = Prefetcher(self, request_queue, transport, lit_api.max_batch_size).local
+        transport = Sender(transport)
+        self.announced = True
+        try:
+            self.decode_forever(lit_api, request_queue, transport)
+        finally:
+            self.outbox.flush(transport)
+            transport.close()
+
+    def decode_forever(
+        self, lit_api: TranslatorAPI, request_queue: Queue, transport: MessageTransport
+    ) -> None:
+        """Take requests, step the streams, answer; until the sentinel (``_StopLoopError``)."""
         while True:
             streamed = lit_api.streamed
-            steps += 1
             try:
                 if streamed.sentences():  # decoding: take what is queued, never wait
-                    room = lit_api.max_batch_size - streamed.sentences() if steps % POLL_STEPS == 0 else 0
+                    room = lit_api.max_batch_size - streamed.sentences()
                     payloads, timed_out = self.take_queued(lit_api, request_queue, transport, room)
                 else:
                     payloads, timed_out = self.get_batch_requests(lit_api, request_queue, transport)
