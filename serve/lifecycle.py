@@ -15,9 +15,12 @@ before it is ready stops the server with ``failure`` set, for a one-line exit.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import multiprocessing as mp
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +32,7 @@ from litserve.utils import LitAPIStatus, ResponseBufferItem, WorkerSetupStatus
 
 from serve import metrics
 from serve.batching import BundledTransport
+from serve.transport import SocketTransport
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +59,11 @@ class SupervisedServer(ls.LitServer):
     # -- main process ---------------------------------------------------------------------
     def _init_manager(self, num_api_servers: int):
         manager = super()._init_manager(num_api_servers)
-        self._transport = BundledTransport(self._transport)  # workers send bundles (serve/batching.py)
+        # answers go to the HTTP processes over Unix sockets (serve/transport.py), in bundles
+        # (serve/batching.py); requests stay on LitServe's Manager queue
+        directory = tempfile.mkdtemp(prefix="seq2seq-answers-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        self._transport = BundledTransport(SocketTransport(directory, num_api_servers))
         # workers then send START with their id when they take a request (LitServe's own switch)
         self.restart_workers = True
         n_workers = sum(

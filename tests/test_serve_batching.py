@@ -1,8 +1,11 @@
-"""Adaptive batching (serve/batching.py) and the --device option, on the tiny real model."""
+"""Adaptive and continuous batching (serve/batching.py, serve/continuous.py), the answers' transport
+(serve/transport.py) and the --device option, on the tiny real model."""
 
 from __future__ import annotations
 
 import asyncio
+import pickle
+import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +26,7 @@ from seq2seq import commands
 from seq2seq.corpus import generate_pairs
 from seq2seq.translator import Translator
 from serve.batching import RECENT, AdaptiveBatchedLoop
+from serve.transport import SocketTransport
 
 WINDOW = 0.5  # a batch window far longer than a tiny-model translation
 
@@ -238,3 +242,30 @@ def test_cuda_without_a_gpu_is_a_clear_error(tiny_checkpoint: Path, capsys) -> N
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr == "seq2seq-serve: error: device cuda was asked for, but torch sees no CUDA GPU\n"
+
+
+# -- the answers' transport (serve/transport.py) -------------------------------------------------
+def test_socket_transport_delivers_whole_messages_past_a_writer_killed_mid_message(tmp_path: Path) -> None:
+    transport = SocketTransport(str(tmp_path), consumers=2)
+    worker = pickle.loads(pickle.dumps(transport))  # what a spawned worker gets: the paths only
+    assert worker.listeners == [] and worker.paths == transport.paths
+    big = ("uid-2", (b"x" * 3_000_000, "ok"))  # far larger than a socket buffer
+
+    async def scenario() -> list:
+        async def receive(n: int) -> list:  # as LitServe's reader in the HTTP process, from the start
+            return [await transport.areceive(1) for _ in range(n)]
+
+        received = asyncio.create_task(receive(2))
+        broken = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a worker killed mid-message
+        broken.connect(transport.paths[1])
+        broken.sendall((1000).to_bytes(4, "big") + b"only part of it")
+        broken.close()
+        await asyncio.to_thread(worker.send, ("uid-1", ("answer", "ok")), 1)
+        await asyncio.to_thread(worker.send, big, 1)
+        got = await asyncio.wait_for(received, 10)
+        got.append(await transport.areceive(1, timeout=0.05))  # nothing more: LitServe's None
+        return got
+
+    assert asyncio.run(scenario()) == [("uid-1", ("answer", "ok")), big, None]
+    transport.close()
+    assert not any(Path(p).exists() for p in transport.paths)
