@@ -122,6 +122,10 @@ def test_limit_counts_over_both_http_processes_and_both_apis(server: Server) -> 
     # another address has its own 3 requests
     other = [post(server, *NATIVE, address="127.0.0.2")[0].status_code for _ in range(LIMIT + 1)]
     assert other == [200] * LIMIT + [429]
+    # behind a reverse proxy on this host: its X-Forwarded-For address is the client (uvicorn's default)
+    proxied = {"X-API-Key": KEY, "X-Forwarded-For": "203.0.113.7"}
+    r = httpx.post(f"{server.url}/translate", json=NATIVE[1], headers=proxied, timeout=60)
+    assert r.status_code == 200, r.text
     # the real client sees LibreTranslate's error
     client = LibreTranslateAPI(server.url, api_key=KEY)
     with pytest.raises(HTTPError) as error:
