@@ -16,6 +16,7 @@ from libretranslatepy import LibreTranslateAPI
 from prometheus_client.parser import text_string_to_metric_families
 from test_serve import Server, descendants, start_server
 
+from serve.__main__ import parse_args
 from serve.ratelimit import RateLimiter
 
 KEY = "k3y"
@@ -55,6 +56,17 @@ def test_processes_forked_after_creation_share_the_counts() -> None:
         p.join(timeout=60)
     assert sum(allowed) == 50 and max(allowed) < 50, allowed  # 160 hits, 50 allowed in all
     assert limiter.hit("10.0.0.1") > 0 and limiter.hit("10.0.0.9") == 0.0
+
+
+def test_option_and_environment(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    assert parse_args(["--checkpoint", "m.ckpt"]).req_limit == -1  # LibreTranslate's default: none
+    monkeypatch.setenv("SEQ2SEQ_REQ_LIMIT", "7")
+    assert parse_args(["--checkpoint", "m.ckpt"]).req_limit == 7
+    assert parse_args(["--checkpoint", "m.ckpt", "--req-limit", "0"]).req_limit == 0
+    for bad, message in (("-2", "--req-limit must be at least 1, or -1 or 0"), ("x", "invalid int value")):
+        with pytest.raises(SystemExit) as stop:
+            parse_args(["--checkpoint", "m.ckpt", "--req-limit", bad])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
 # -- a real server: 2 HTTP processes, an API key ------------------------------------------------
