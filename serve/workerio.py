@@ -45,16 +45,14 @@ class Prefetcher:
                 continue
             except Exception:  # the Manager is gone: the server is shutting down
                 item = _SENTINEL_VALUE
-            if item != _SENTINEL_VALUE:
-                response_queue_id, uid = item[0], item[1]
-                # LitServe's own put_response (the loop's holds answers for the decoding thread)
-                BatchedLoop.put_response(
-                    self.loop, self.transport, response_queue_id, uid, (), LitAPIStatus.START,
-                    LoopResponseType.REGULAR,
-                )  # fmt: skip
-            self.local.put(item)
+            self.local.put(item)  # first: the decoding thread can start while START goes out
             if item == _SENTINEL_VALUE:
                 return
+            # LitServe's own put_response (the loop's holds answers for the decoding thread); an
+            # answer that overtakes its START is still delivered (the START is then ignored)
+            BatchedLoop.put_response(
+                self.loop, self.transport, item[0], item[1], (), LitAPIStatus.START, LoopResponseType.REGULAR
+            )
 
 
 class Sender(MessageTransport):
