@@ -56,6 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="where the workers run the model (auto: a GPU when there is one)")  # fmt: skip
     p.add_argument("--api-key", default=os.environ.get("SEQ2SEQ_API_KEY"),
                    help="require this X-API-Key header (default: $SEQ2SEQ_API_KEY)")  # fmt: skip
+    p.add_argument(
+        "--req-limit", type=int, default=os.environ.get("SEQ2SEQ_REQ_LIMIT", -1),
+        help="translation requests per minute per client address, over all HTTP processes "
+             "(-1 or 0: no limit, the default; $SEQ2SEQ_REQ_LIMIT), as LibreTranslate's --req-limit",
+    )  # fmt: skip
     p.add_argument("--max-chars", type=int, default=1000, help="characters per text")
     p.add_argument("--max-texts", type=int, default=64, help="texts per request")
     p.add_argument("--max-beam", type=int, default=10, help="largest beam_size")
@@ -79,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.threads < 0:
         p.error("--threads must be >= 0 (0: cores // workers)")
+    if args.req_limit < -1:
+        p.error("--req-limit must be at least 1, or -1 or 0 for no limit")
     if not 1024 <= args.port <= 65535:
         p.error("--port must be between 1024 and 65535")
     if args.batch_timeout < 0:
@@ -165,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     from serve.languages import install_languages_route
     from serve.libretranslate import install_libretranslate
     from serve.lifecycle import SupervisedServer
+    from serve.ratelimit import RateLimiter, RateLimitMiddleware
     from serve.schemas import configure_limits
     from serve.web import install_web
 
@@ -187,6 +195,10 @@ def main(argv: list[str] | None = None) -> None:
         api_key=args.api_key, max_length=args.max_length,
         max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout, continuous=args.continuous,
     )  # fmt: skip
+    # before LitServe forks its HTTP processes: they all count in this shared table
+    middlewares = [(metrics.MetricsMiddleware, {"access_log": args.log_format == "json"})]
+    if args.req_limit > 0:  # inside the metrics middleware, which then counts the 429s
+        middlewares.insert(0, (RateLimitMiddleware, {"limiter": RateLimiter(args.req_limit)}))
     server = SupervisedServer(
         api,
         accelerator=metas[0]["device"],  # "cpu" or "cuda", as the check resolved --device
@@ -194,14 +206,16 @@ def main(argv: list[str] | None = None) -> None:
         timeout=args.timeout,
         model_metadata=metadata,
         max_payload_size=max_payload,
-        middlewares=[(metrics.MetricsMiddleware, {"access_log": args.log_format == "json"})],
+        middlewares=middlewares,
     )
     install_error_handlers(server.app)
     install_languages_route(server.app, catalog)
     install_libretranslate(server.app, catalog, Detector(catalog.source_models()), args.api_key, max_payload)
     install_web(server.app)  # the page at / and offline /docs
     metrics.add_metrics_route(server.app, api.authorize)
-    openapi.document(server.app, [api.api_path], api.authorize if args.api_key else None)
+    openapi.document(
+        server.app, [api.api_path], api.authorize if args.api_key else None, rate_limited=args.req_limit > 0
+    )
     uvicorn_logs = {"log_config": log_config, "access_log": False} if log_config else {}
     # SIGINT too: a shell starts background jobs with SIGINT ignored, and Ctrl+C must still work
     signal.signal(signal.SIGTERM, _on_signal)

@@ -3,8 +3,8 @@
 FastAPI lists only 200 and 422 (with its own error shape) for a POST route and describes LitServe's
 plain-text ``/health`` as JSON. ``document`` wraps ``app.openapi`` and adds, from the
 routes themselves: for the routes LitServe serves through inference workers 400, 413, 415, our 422
-shape, 503 and 504; 401 for every route that checks the API key (when one is set); and the
-plain-text bodies. Routes added with their own error documentation (LibreTranslate's) keep it, and
+shape, 503 and 504; 401 for every route that checks the API key (when one is set); 429 on the
+rate-limited routes (with ``--req-limit``); and the plain-text bodies. Routes added with their own error documentation (LibreTranslate's) keep it, and
 the root ``/translate``, which also takes LibreTranslate's bodies (see ``serve/ltbody.py``), gets
 theirs as alternatives. The request models describe themselves (see ``serve/schemas.py``).
 """
@@ -23,6 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serve.api import OPEN_PATHS
 from serve.lifecycle import RETRY_AFTER_S
 from serve.ltbody import PREFIX
+from serve.ltschema import ERROR
+from serve.ratelimit import LIBRETRANSLATE_PATHS, NATIVE_PATHS
 
 
 class ErrorMessage(BaseModel):
@@ -74,6 +76,18 @@ WORKER_ERRORS = {
     "504": _json(ErrorMessage, "the request waited in the queue longer than the server's --timeout"),
 }
 UNAUTHORIZED = {"401": _json(ErrorMessage, "missing or wrong X-API-Key header")}
+RETRY_AFTER = {
+    "Retry-After": {"description": "seconds until the client's window ends", "schema": {"type": "integer"}}
+}
+LIMITED = "more requests from this client address this minute than the server's --req-limit"
+TOO_MANY = {"429": _json(ErrorMessage, LIMITED, headers=RETRY_AFTER)}
+TOO_MANY_LIBRETRANSLATE = {  # {"error": "Slowdown: 3 per 1 minute"}, as LibreTranslate answers
+    "429": {
+        "description": LIMITED,
+        "headers": RETRY_AFTER,
+        "content": {"application/json": {"schema": ERROR}},
+    }
+}
 PLAIN = {  # LitServe's health route and /metrics answer text
     "/health": {
         "200": _text("every inference worker is ready", "ok"),
@@ -140,9 +154,11 @@ def _either(native: dict[str, Any], libre: dict[str, Any]) -> None:
             responses[status]["description"] += "; LibreTranslate's: " + response["description"]
 
 
-def document(app: FastAPI, worker_paths: Iterable[str], authorize: Callable | None) -> None:
+def document(
+    app: FastAPI, worker_paths: Iterable[str], authorize: Callable | None, rate_limited: bool = False
+) -> None:
     """Patch the document ``app`` serves (before it starts); ``authorize``: the dependency that checks
-    the API key, if one is set."""
+    the API key, if one is set; ``rate_limited``: whether ``--req-limit`` is on (429)."""
     worker_paths = set(worker_paths)
     generate = app.openapi
 
@@ -173,6 +189,8 @@ def document(app: FastAPI, worker_paths: Iterable[str], authorize: Callable | No
                     responses.update(BODY_ERRORS | WORKER_ERRORS)
                 if path in keyed:
                     responses.update(UNAUTHORIZED)
+                if rate_limited and path in NATIVE_PATHS | LIBRETRANSLATE_PATHS:
+                    responses.update(TOO_MANY if path in NATIVE_PATHS else TOO_MANY_LIBRETRANSLATE)
         if "/translate" in schema["paths"] and PREFIX + "/translate" in schema["paths"]:
             _either(schema["paths"]["/translate"]["post"], schema["paths"][PREFIX + "/translate"]["post"])
         return schema

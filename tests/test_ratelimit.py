@@ -1,0 +1,171 @@
+"""``--req-limit``: the shared counters (forked processes, an explicit clock) and a real server with
+two HTTP processes, both APIs, the API key, a second client address and the libretranslatepy client."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import socket
+from pathlib import Path
+from urllib.error import HTTPError
+
+import httpx
+import pytest
+from libretranslatepy import LibreTranslateAPI
+from prometheus_client.parser import text_string_to_metric_families
+from test_serve import Server, descendants, start_server
+
+from serve.__main__ import parse_args
+from serve.ratelimit import RateLimiter
+
+KEY = "k3y"
+LIMIT = 3
+SLOWDOWN = {"error": "Slowdown: 3 per 1 minute"}  # LibreTranslate's 429 body (flask-limiter's wording)
+
+
+# -- the counters -----------------------------------------------------------------------------
+def test_window_per_client_resets_after_a_minute() -> None:
+    limiter = RateLimiter(LIMIT)
+    assert [limiter.hit("10.0.0.1", now=100 + t) for t in (0, 1, 2)] == [0.0, 0.0, 0.0]
+    assert limiter.hit("10.0.0.1", now=110) == pytest.approx(50.0)  # the window began at 100
+    assert limiter.hit("10.0.0.1", now=159.5) == pytest.approx(0.5)  # refused hits are not counted
+    assert limiter.hit("10.0.0.2", now=110) == 0.0  # another address has its own count
+    assert [limiter.hit("10.0.0.1", now=160 + t) for t in (0, 0, 0, 0)][-2:] == [0.0, pytest.approx(60.0)]
+
+
+def test_a_crowded_table_is_stricter_never_looser() -> None:
+    limiter = RateLimiter(2, slots=1)  # every client shares the one entry
+    allowed = [limiter.hit(f"10.0.0.{i}", now=0) == 0.0 for i in range(5)]
+    assert allowed == [True, True, False, False, False]
+
+
+def _hits(limiter: RateLimiter, client: str, n: int, results: mp.Queue) -> None:
+    results.put(sum(limiter.hit(client) == 0.0 for _ in range(n)))
+
+
+def test_processes_forked_after_creation_share_the_counts() -> None:
+    limiter = RateLimiter(50)
+    ctx = mp.get_context("fork")  # as LitServe starts its HTTP processes
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_hits, args=(limiter, "10.0.0.1", 40, results)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    allowed = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert sum(allowed) == 50 and max(allowed) < 50, allowed  # 160 hits, 50 allowed in all
+    assert limiter.hit("10.0.0.1") > 0 and limiter.hit("10.0.0.9") == 0.0
+
+
+def test_option_and_environment(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    assert parse_args(["--checkpoint", "m.ckpt"]).req_limit == -1  # LibreTranslate's default: none
+    monkeypatch.setenv("SEQ2SEQ_REQ_LIMIT", "7")
+    assert parse_args(["--checkpoint", "m.ckpt"]).req_limit == 7
+    assert parse_args(["--checkpoint", "m.ckpt", "--req-limit", "0"]).req_limit == 0
+    for bad, message in (("-2", "--req-limit must be at least 1, or -1 or 0"), ("x", "invalid int value")):
+        with pytest.raises(SystemExit) as stop:
+            parse_args(["--checkpoint", "m.ckpt", "--req-limit", bad])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+# -- a real server: 2 HTTP processes, an API key ------------------------------------------------
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    s = start_server(tiny_checkpoint, tmp_path_factory.mktemp("ratelimit"), "--workers", "2", "--threads",
+                     "1", "--req-limit", str(LIMIT), "--api-key", KEY)  # fmt: skip
+    yield s
+    s.stop()
+
+
+def handler_pid(server: Server, response: httpx.Response) -> int:
+    """The server process holding the connection that answered (its socket inode, from /proc)."""
+    sock: socket.socket = response.extensions["network_stream"].get_extra_info("socket")
+    address, port = sock.getsockname()
+    client = f"{int.from_bytes(socket.inet_aton(address), 'little'):08X}:{port:04X}"
+    inodes = {
+        line.split()[9]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        if line.split()[2] == client and line.split()[1].endswith(f":{server.port:04X}")
+    }
+    for pid in descendants(server.proc.pid):
+        try:
+            links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        except OSError:
+            continue
+        if any(f"socket:[{inode}]" in links for inode in inodes):
+            return pid
+    pytest.fail(f"no server process holds the connection from {client}")
+
+
+def post(server: Server, path: str, body: dict, address: str = "127.0.0.1") -> tuple[httpx.Response, int]:
+    """One request on a fresh connection from ``address``, and the server process that answered."""
+    transport = httpx.HTTPTransport(local_address=address)
+    with httpx.Client(transport=transport, timeout=60, headers={"X-API-Key": KEY}) as client:
+        r = client.post(server.url + path, json=body)
+        return r, handler_pid(server, r)
+
+
+NATIVE = ("/translate", {"text": "twelve"})
+LIBRE = [
+    ("/translate", {"q": "twelve", "source": "en", "target": "fr"}),  # at the root, by its body
+    ("/libretranslate/translate", {"q": "twelve", "source": "en", "target": "fr"}),
+    ("/detect", {"q": "twelve"}),
+    ("/libretranslate/detect", {"q": "twelve", "api_key": KEY}),
+]
+
+
+def test_limit_counts_over_both_http_processes_and_both_apis(server: Server) -> None:
+    calls = [NATIVE, LIBRE[0], LIBRE[3]] + [NATIVE, *LIBRE] * 4
+    answers = [post(server, path, body) for path, body in calls]
+    assert [r.status_code for r, _ in answers] == [200] * LIMIT + [429] * (len(calls) - LIMIT)
+    assert len({pid for _, pid in answers}) == 2  # both HTTP processes answered, and counted together
+    for (path, body), (r, _) in zip(calls[LIMIT:], answers[LIMIT:], strict=True):
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        if "q" in body:
+            assert r.json() == SLOWDOWN, path
+        else:
+            assert r.json() == {
+                "detail": "too many requests: the limit is 3 per 1 minute per client address; "
+                f"retry in {r.headers['retry-after']} s"
+            }
+    for path in ("/health", "/languages", "/libretranslate/languages", "/info", "/docs", "/"):
+        assert httpx.get(server.url + path, headers={"X-API-Key": KEY}).status_code == 200, path
+    # another address has its own 3 requests
+    other = [post(server, *NATIVE, address="127.0.0.2")[0].status_code for _ in range(LIMIT + 1)]
+    assert other == [200] * LIMIT + [429]
+    # behind a reverse proxy on this host: its X-Forwarded-For address is the client (uvicorn's default)
+    proxied = {"X-API-Key": KEY, "X-Forwarded-For": "203.0.113.7"}
+    r = httpx.post(f"{server.url}/translate", json=NATIVE[1], headers=proxied, timeout=60)
+    assert r.status_code == 200, r.text
+    # the real client sees LibreTranslate's error
+    client = LibreTranslateAPI(server.url, api_key=KEY)
+    with pytest.raises(HTTPError) as error:
+        client.translate("twelve", "en", "fr")
+    assert error.value.code == 429 and json.loads(error.value.read()) == SLOWDOWN
+    assert client.languages()[0]["code"] == "en"
+    # the metrics count the 429s under their routes
+    metrics = httpx.get(f"{server.url}/metrics", headers={"X-API-Key": KEY}).text
+    limited = {
+        s.labels["path"]: s.value
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+        if s.name == "seq2seq_http_requests_total" and s.labels["status"] == "429"
+    }
+    # 4 native + 1 from 127.0.0.2; 8 LibreTranslate (root and prefix) + 1 from libretranslatepy
+    assert limited == {
+        "/translate": 5,
+        "/libretranslate/translate": 9,
+        "/detect": 4,
+        "/libretranslate/detect": 4,
+    }
+
+
+def test_openapi_documents_the_429(server: Server) -> None:
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    limited = {path for path, ops in paths.items() if any("429" in op["responses"] for op in ops.values())}
+    assert limited == {"/translate", "/detect", "/libretranslate/translate", "/libretranslate/detect"}
+    for path in limited:
+        assert "Retry-After" in paths[path]["post"]["responses"]["429"]["headers"]
+    root = paths["/translate"]["post"]["responses"]["429"]["content"]["application/json"]["schema"]
+    assert len(root["anyOf"]) == 2  # ours ({"detail": ...}) or LibreTranslate's ({"error": ...})
