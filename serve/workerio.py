@@ -1,11 +1,11 @@
 """The inference worker's ends of LitServe's queues, on threads of their own.
 
-Every get from LitServe's request queue and every put of an answer is a round trip to its Manager
-process, a tenth of a millisecond or more on two busy cores. Continuous batching
-(``serve/continuous.py``) looks at the queue every few decoder steps and answers requests at most
-steps, so on the decoding thread those round trips took a good part of each 2-3 ms step.
-``Prefetcher`` moves requests from the Manager queue to a local queue, and sends each one's START
-notice as it takes it (so a worker that dies still has its requests answered 503, as
+Every get from LitServe's request queue is a round trip to its Manager process, a tenth of a
+millisecond or more on two busy cores, and so was every answer before ``serve/transport.py``.
+Continuous batching (``serve/continuous.py``) looks for new requests and answers some between
+every two decoder steps, so on the decoding thread those waits took a good part of each 2-3 ms
+step. ``Prefetcher`` moves requests from the Manager queue to a local queue, and sends each one's
+START notice as it takes it (so a worker that dies still has its requests answered 503, as
 ``serve/lifecycle.py`` expects); ``Sender`` sends the answers. The decoding thread only touches
 local queues; the two threads spend their time waiting on sockets, without the GIL.
 """
