@@ -179,7 +179,7 @@ def test_streamed_and_batched_requests_sent_together_each_get_their_own_answer(
         async with httpx.AsyncClient(base_url=slow_window_server.url, timeout=60) as http:
             return await asyncio.gather(*(http.post("/translate", json=body) for body in bodies))
 
-    before = texts_counted(slow_window_server.url)
+    before = metric_sums(slow_window_server.url, *COUNTED)
     responses = asyncio.run(together())
     assert [r.status_code for r in responses] == [200] * len(bodies), [r.text for r in responses]
     for body, r in zip(bodies, responses, strict=True):
@@ -192,19 +192,52 @@ def test_streamed_and_batched_requests_sent_together_each_get_their_own_answer(
             same(got, want, n_best=options.get("n_best", 1))
             assert (got["attention"] is not None) == bool(body.get("return_attention"))
     texts_sent = sum(len(body.get("texts") or [body["text"]]) for body in bodies)
-    assert [a - b for a, b in zip(texts_counted(slow_window_server.url), before, strict=True)] == [
+    assert [a - b for a, b in zip(metric_sums(slow_window_server.url, *COUNTED), before, strict=True)] == [
         texts_sent
     ] * 2
 
 
-def texts_counted(url: str) -> tuple[float, float]:
-    """The server's count of texts translated, and of texts in its batches (streamed ones included)."""
-    found = {}
+COUNTED = ("seq2seq_texts_translated_total", "seq2seq_batch_texts_sum")  # texts translated, texts batched
+
+
+def metric_sums(url: str, *names: str) -> list[float]:
+    """The server's ``/metrics`` samples of each name, summed over their labels."""
+    found = dict.fromkeys(names, 0.0)
     for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
         for sample in family.samples:
-            if sample.name in ("seq2seq_texts_translated_total", "seq2seq_batch_texts_sum"):
-                found[sample.name] = found.get(sample.name, 0.0) + sample.value
-    return found.get("seq2seq_texts_translated_total", 0.0), found.get("seq2seq_batch_texts_sum", 0.0)
+            if sample.name in found:
+                found[sample.name] += sample.value
+    return [found[name] for name in names]
+
+
+def test_no_continuous_batches_greedy_requests_with_the_same_answers(
+    tiny_checkpoint: Path, tmp_path: Path, texts: list[str]
+) -> None:
+    """``--no-continuous``: LitServe's batched loop with the adaptive window, answers over the sockets."""
+    server = start_server(
+        tiny_checkpoint, tmp_path, "--threads", "1", "--no-continuous", "--batch-timeout", "0.05"
+    )
+    try:
+        reference = Translator.from_checkpoint(tiny_checkpoint).translate(
+            texts, beam_size=1, max_length=MAX_LENGTH
+        )
+
+        async def together() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+                return await asyncio.gather(
+                    *(http.post("/translate", json={"text": t, "beam_size": 1}) for t in texts)
+                )
+
+        responses = asyncio.run(together())
+        assert [r.status_code for r in responses] == [200] * len(texts)
+        for r, ref in zip(responses, reference, strict=True):
+            same(r.json()["translations"][0], ref)
+        requests, texts_in_batches = metric_sums(
+            server.url, "seq2seq_batch_requests_sum", "seq2seq_batch_texts_sum"
+        )
+        assert requests == texts_in_batches == len(texts)  # one text per request, each batched once
+    finally:
+        server.stop()
 
 
 def test_device_cpu_server_reports_it(slow_window_server) -> None:
