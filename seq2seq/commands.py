@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from seq2seq.search import MAX_RATIO
 from seq2seq.translator import CheckpointError, Translator
 
 
@@ -53,7 +54,9 @@ def add_model_args(p: argparse.ArgumentParser, beam_size: int) -> None:
     p.add_argument("--checkpoint", required=True, help="a .ckpt written by seq2seq-train")
     p.add_argument("--beam-size", type=int, default=beam_size, help="1 = greedy (default %(default)s)")
     p.add_argument("--max-length", type=int, default=200, help="most output subwords, EOS included")
-    p.add_argument("--max-ratio", type=float, default=3.0, help="most output subwords per source subword")
+    p.add_argument(
+        "--max-ratio", type=float, default=MAX_RATIO, help="most output subwords per source subword"
+    )
     p.add_argument("--min-length", type=int, default=1,
                    help="fewest output subwords before EOS (default 1: never an empty translation)")  # fmt: skip
     p.add_argument(

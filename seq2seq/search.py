@@ -44,6 +44,9 @@ class SearchResult:
     attention: list[list[torch.Tensor]] | None = None  # [batch][n_best]: (length + 1, src_len)
 
 
+MAX_RATIO = 3.0  # default limit on output subwords per source subword (translate, streams, commands)
+
+
 def length_limits(src_lengths: torch.Tensor, max_length: int, max_ratio: float | None) -> torch.Tensor:
     """Per-sentence limit on output tokens (EOS included): a number, optionally a ratio of the source."""
     limits = torch.full_like(src_lengths, max_length)

@@ -23,7 +23,7 @@ import torch
 
 from seq2seq.batching import collate
 from seq2seq.decoder import DecoderState
-from seq2seq.search import counts, length_limits, split_eos
+from seq2seq.search import MAX_RATIO, counts, length_limits, split_eos
 from seq2seq.tokenizer import BOS_ID
 
 # Waiting sentences join once they are this share of the batch (or the batch is empty): an encoder
@@ -54,7 +54,7 @@ class GreedyStream:
         key: Hashable,
         src_ids: list[int],
         max_length: int = 200,
-        max_ratio: float | None = 3.0,
+        max_ratio: float | None = MAX_RATIO,
         min_length: int = 1,
     ) -> None:
         """Queue a sentence (subword ids without EOS); it joins the batch at the next ``step``."""

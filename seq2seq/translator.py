@@ -21,7 +21,7 @@ import torch
 
 from seq2seq.batching import collate, make_batches
 from seq2seq.model import Seq2Seq
-from seq2seq.search import search
+from seq2seq.search import MAX_RATIO, search
 from seq2seq.tokenizer import Tokenizer
 
 # The checkpoint entry that seq2seq.module writes the tokenizers and languages under (a test
@@ -148,7 +148,7 @@ class Translator:
         beam_size: int = 5,
         n_best: int = 1,
         max_length: int = 200,
-        max_ratio: float | None = 3.0,
+        max_ratio: float | None = MAX_RATIO,
         min_length: int = 1,
         length_penalty: float | None = None,
         return_attention: bool = False,

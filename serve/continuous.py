@@ -67,7 +67,7 @@ class StreamedJobs:
         ids = translator.src_tokenizer.encode(job.texts) if job.texts else []
         if not ids:
             return JobResult(job.route, [])
-        for i, src in enumerate(ids):  # the limits translate() applies (its max_ratio default)
+        for i, src in enumerate(ids):  # the limits translate() applies (MAX_RATIO by default)
             self.streams[key].add(
                 (ticket, i), src, max_length=job.options.max_length, min_length=job.options.min_length
             )
