@@ -203,18 +203,34 @@ class Finished:
         self.raw = torch.full((batch, width), NEG_INF, device=device)  # log-probability
         self.ref = torch.zeros(batch, width, dtype=torch.long, device=device)  # step * width + beam
 
-    def add(self, live: torch.Tensor, t: int, candidates: torch.Tensor) -> None:
-        """candidates (live, width): scores of hypotheses ending with EOS at step t (-inf: none)."""
+    def add(
+        self, live: torch.Tensor | slice, t: int | torch.Tensor, candidates: torch.Tensor
+    ) -> torch.Tensor:
+        """candidates (live, width): scores of hypotheses ending with EOS at step t (-inf: none);
+        ``t`` may be (live, 1), a step per sentence. Returns which of [kept, candidates] were kept
+        (live, width): indices below ``width`` are the ones kept before."""
         width = candidates.size(1)
-        norm = candidates / length_penalty(torch.tensor(t + 1, device=candidates.device), self.alpha)
+        norm = candidates / length_penalty(torch.as_tensor(t + 1, device=candidates.device), self.alpha)
         ref = t * width + torch.arange(width, device=candidates.device).expand_as(candidates)
         all_norm = torch.cat([self.norm[live], norm], dim=1)  # (live, 2 * width)
         self.norm[live], pick = all_norm.topk(width, dim=1)
         self.raw[live] = torch.cat([self.raw[live], candidates], dim=1).gather(1, pick)
         self.ref[live] = torch.cat([self.ref[live], ref], dim=1).gather(1, pick)
+        return pick
+
+    def join(self, batch: int) -> None:
+        """Append ``batch`` sentences with nothing ended yet (for streams, seq2seq/beam_stream.py)."""
+        width, device = self.norm.size(1), self.norm.device
+        self.norm = torch.cat([self.norm, torch.full((batch, width), NEG_INF, device=device)])
+        self.raw = torch.cat([self.raw, torch.full((batch, width), NEG_INF, device=device)])
+        self.ref = torch.cat([self.ref, torch.zeros(batch, width, dtype=torch.long, device=device)])
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the sentences ``keep``."""
+        self.norm, self.raw, self.ref = self.norm[keep], self.raw[keep], self.ref[keep]
 
     def settled(
-        self, live: torch.Tensor, best_alive: torch.Tensor, limits: torch.Tensor, n_best: int
+        self, live: torch.Tensor | slice, best_alive: torch.Tensor, limits: torch.Tensor, n_best: int
     ) -> torch.Tensor:
         """(live,) True where the search of a sentence is over: no unfinished hypothesis, even
         ending at its limit, can rank above the n-th best ended one (exact), or ``width`` ended

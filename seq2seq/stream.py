@@ -12,7 +12,9 @@ rules (length limit, ``min_length`` over text-showing tokens, scores), tested ag
     stream = GreedyStream(model, silent)
     stream.add("a", src_ids)                 # subword ids, no EOS
     while stream:
-        for key, tokens, score in stream.step(): ...
+        for key, [(tokens, score)] in stream.step(): ...
+
+``seq2seq/beam_stream.py`` does the same for beam search (and returns up to n-best hypotheses).
 """
 
 from __future__ import annotations
@@ -32,18 +34,17 @@ from seq2seq.tokenizer import BOS_ID
 ADMIT_SHARE = 0.5
 
 
-class GreedyStream:
-    """Greedy decoding of a batch whose sentences come and go between steps (see the module doc)."""
+class Stream:
+    """What greedy and beam streams share: sentences waiting to join, their encoding, and the
+    per-sentence tensors named in ``TENSORS`` (all in the order of ``keys``), joined and dropped together."""
+
+    TENSORS: tuple[str, ...] = ()
 
     def __init__(self, model, silent: torch.Tensor | None = None, device: torch.device | str = "cpu"):
         self.model, self.silent, self.device = model, silent, torch.device(device)
         self.waiting: list[tuple[Hashable, list[int], int, float | None, int]] = []
-        self.keys: list[Hashable] = []  # per row of the batch
-        self.tokens: list[list[int]] = []  # per row: the tokens chosen so far
+        self.keys: list[Hashable] = []  # per sentence being decoded
         self.state: DecoderState | None = None
-        empty = torch.zeros(0, dtype=torch.long, device=self.device)
-        self.prev, self.steps, self.limits, self.shown, self.min_length = (empty,) * 5  # (rows,) each
-        self.scores = torch.zeros(0, device=self.device)  # (rows,): running log-probability
 
     def __len__(self) -> int:
         """Sentences being decoded or waiting to join."""
@@ -60,36 +61,11 @@ class GreedyStream:
         """Queue a sentence (subword ids without EOS); it joins the batch at the next ``step``."""
         self.waiting.append((key, list(src_ids), max_length, max_ratio, min_length))
 
-    @torch.inference_mode()
-    def step(self) -> list[tuple[Hashable, list[int], float]]:
-        """Admit the waiting sentences, run one decoder step for every row, and return the rows that
-        ended: (key, tokens without EOS, log-probability of tokens + EOS)."""
-        if self.waiting and len(self.waiting) >= ADMIT_SHARE * len(self.keys):
-            self._admit()
-        if not self.keys:
-            return []
-        log_probs, state, _ = self.model.decode_step(self.prev, self.state)  # (rows, vocab)
-        eos = split_eos(log_probs)  # (rows,)
-        best, token = log_probs.max(dim=-1)  # best non-EOS token (rows,)
-        stop = (self.steps + 1 >= self.limits) | ((self.shown >= self.min_length) & (eos >= best))
-        self.shown += counts(token, self.silent)
-        self.scores += torch.where(stop, eos, best)
-        self.steps += 1
-        ended, chosen = stop.tolist(), token.tolist()
-        done = []
-        for row, (end, tok) in enumerate(zip(ended, chosen, strict=True)):
-            if end:
-                done.append((self.keys[row], self.tokens[row], float(self.scores[row])))
-            else:
-                self.tokens[row].append(tok)
-        self.prev, self.state = token, state
-        if done:
-            keep = (~stop).nonzero().squeeze(1)
-            self._keep(keep, [row for row, end in enumerate(ended) if not end])
-        return done
+    def admit_due(self) -> bool:
+        return bool(self.waiting) and len(self.waiting) >= ADMIT_SHARE * len(self.keys)
 
-    def _admit(self) -> None:
-        """Encode the waiting sentences together and append them to the batch."""
+    def encode_waiting(self) -> tuple[list[Hashable], DecoderState, torch.Tensor, torch.Tensor]:
+        """Encode the waiting sentences together: their keys, state, length limits and min_lengths."""
         keys, ids, max_lengths, ratios, min_lengths = zip(*self.waiting, strict=True)
         self.waiting = []
         batch = collate(list(ids), [[] for _ in ids], list(range(len(ids))))
@@ -101,28 +77,85 @@ class GreedyStream:
                 for i, (m, r) in enumerate(zip(max_lengths, ratios, strict=True))
             ]
         )
-        new = len(keys)
-        self.state = state if self.state is None else cat_states(self.state, state)
-        self.prev = torch.cat([self.prev, torch.full((new,), BOS_ID, dtype=torch.long, device=self.device)])
-        self.steps = torch.cat([self.steps, torch.zeros(new, dtype=torch.long, device=self.device)])
-        self.limits = torch.cat([self.limits, limits])
-        self.shown = torch.cat([self.shown, torch.zeros(new, dtype=torch.long, device=self.device)])
-        self.min_length = torch.cat([self.min_length, torch.tensor(min_lengths, device=self.device)])
-        self.scores = torch.cat([self.scores, torch.zeros(new, device=self.device)])
-        self.keys += keys
-        self.tokens += [[] for _ in keys]
+        return list(keys), state, limits, torch.tensor(min_lengths, device=self.device)
 
-    def _keep(self, keep: torch.Tensor, rows: list[int]) -> None:
-        """Drop the rows that ended (``keep``: the others, as a tensor and as a list)."""
-        self.keys = [self.keys[r] for r in rows]
-        self.tokens = [self.tokens[r] for r in rows]
-        if not rows:  # nothing left: the next sentences start a fresh batch
+    def join(self, keys: list[Hashable], state: DecoderState, **values: torch.Tensor | list) -> None:
+        """Append sentences: their state rows and a value (a tensor or a list) for each of ``TENSORS``."""
+        self.state = state if self.state is None else cat_states(self.state, state)
+        for name in self.TENSORS:
+            old, new = getattr(self, name, None), values[name]
+            setattr(
+                self,
+                name,
+                new if old is None else old + new if isinstance(old, list) else torch.cat([old, new]),
+            )
+        self.keys += keys
+
+    def keep(self, keep: torch.Tensor, rows: torch.Tensor) -> None:
+        """Keep the sentences ``keep`` (an index) and the state rows ``rows``; an empty stream resets."""
+        kept = keep.tolist()
+        self.keys = [self.keys[i] for i in kept]
+        if not self.keys:  # nothing left: the next sentences start a fresh batch
             self.state = None
-        else:
-            self.state = self.state.index_select(keep)
-        self.prev, self.steps, self.limits, self.shown, self.min_length, self.scores = (
-            t[keep] for t in (self.prev, self.steps, self.limits, self.shown, self.min_length, self.scores)
-        )
+            for name in self.TENSORS:
+                setattr(self, name, None)
+            return
+        self.state = self.state.index_select(rows)
+        for name in self.TENSORS:
+            old = getattr(self, name)
+            setattr(self, name, [old[i] for i in kept] if isinstance(old, list) else old[keep])
+
+
+class GreedyStream(Stream):
+    """Greedy decoding of a batch whose sentences come and go between steps (see the module doc)."""
+
+    TENSORS = ("prev", "steps", "limits", "shown", "min_length", "scores", "tokens")
+
+    def __init__(self, model, silent: torch.Tensor | None = None, device: torch.device | str = "cpu"):
+        super().__init__(model, silent, device)
+        self.tokens: list[list[int]] | None = None  # per sentence: the tokens chosen so far
+        self.prev: torch.Tensor | None = None  # (rows,): the last token of each; steps, limits... alike
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[Hashable, list[tuple[list[int], float]]]]:
+        """Admit the waiting sentences, run one decoder step for every row, and return the rows that
+        ended: (key, [(tokens without EOS, log-probability of tokens + EOS)]), as ``BeamStream``."""
+        if self.admit_due():
+            self._admit()
+        if not self.keys:
+            return []
+        log_probs, self.state, _ = self.model.decode_step(self.prev, self.state)  # (rows, vocab)
+        eos = split_eos(log_probs)  # (rows,)
+        best, token = log_probs.max(dim=-1)  # best non-EOS token (rows,)
+        stop = (self.steps + 1 >= self.limits) | ((self.shown >= self.min_length) & (eos >= best))
+        self.shown += counts(token, self.silent)
+        self.scores += torch.where(stop, eos, best)
+        self.steps += 1
+        self.prev = token
+        ended, chosen = stop.tolist(), token.tolist()
+        done = []
+        for row, (end, tok) in enumerate(zip(ended, chosen, strict=True)):
+            if end:
+                done.append((self.keys[row], [(self.tokens[row], float(self.scores[row]))]))
+            else:
+                self.tokens[row].append(tok)
+        if done:
+            keep = (~stop).nonzero().squeeze(1)
+            self.keep(keep, keep)
+        return done
+
+    def _admit(self) -> None:
+        """Encode the waiting sentences together and append them to the batch."""
+        keys, state, limits, min_length = self.encode_waiting()
+
+        def zeros() -> torch.Tensor:  # (new,): a fresh one each, as steps and shown grow in place
+            return torch.zeros(len(keys), dtype=torch.long, device=self.device)
+
+        self.join(
+            keys, state, prev=zeros().fill_(BOS_ID), steps=zeros(), limits=limits, shown=zeros(),
+            min_length=min_length, scores=torch.zeros(len(keys), device=self.device),
+            tokens=[[] for _ in keys],
+        )  # fmt: skip
 
 
 def cat_states(a: DecoderState, b: DecoderState) -> DecoderState:

@@ -87,7 +87,7 @@ class StreamedJobs:
             if not stream:
                 continue
             translator = self.translators[key]
-            for (ticket, i), tokens, score in stream.step():
+            for (ticket, i), [(tokens, score)] in stream.step():
                 job, ids, out = self.jobs[ticket]
                 pieces = translator.src_tokenizer.pieces(ids[i])
                 out[i] = Translation(job.texts[i], pieces, [translator.hypothesis(tokens, score)])

@@ -8,7 +8,7 @@ import torch
 from test_search import batch_of, random_model, random_sources
 
 from seq2seq.search import greedy_search
-from seq2seq.stream import GreedyStream
+from seq2seq.stream import GreedyStream, Stream
 from seq2seq.translator import Translator
 
 
@@ -17,14 +17,14 @@ def alone(model, source: list[int], **kwargs) -> tuple[list[int], float]:
     return out.tokens[0][0], float(out.scores[0, 0])
 
 
-def run(stream: GreedyStream, arrivals: dict[int, list[tuple]]) -> tuple[dict, dict]:
-    """Add ``arrivals[step]`` before each step; the results, and the step each key ended at."""
+def run(stream: Stream, arrivals: dict[int, list[tuple]]) -> tuple[dict, dict]:
+    """Add ``arrivals[step]`` before each step; the hypotheses of each key, and the step it ended at."""
     results, ended, step = {}, {}, 0
     while step <= max(arrivals) or stream:
         for key, source, kwargs in arrivals.get(step, []):
             stream.add(key, source, **kwargs)
-        for key, tokens, score in stream.step():
-            results[key], ended[key] = (tokens, score), step
+        for key, hypotheses in stream.step():
+            results[key], ended[key] = hypotheses, step
         step += 1
     return results, ended
 
@@ -49,8 +49,9 @@ def test_sentences_joining_at_any_step_decode_as_alone(input_feeding, attention)
     assert len(set(ended.values())) > 3  # sentences really left at different steps
     for i, source in enumerate(sources):
         tokens, score = alone(model, source, silent=silent, **options[i % 3])
-        assert results[i][0] == tokens
-        assert results[i][1] == pytest.approx(score, abs=1e-5)
+        [(got, got_score)] = results[i]
+        assert got == tokens
+        assert got_score == pytest.approx(score, abs=1e-5)
         assert len(tokens) < options[i % 3]["max_length"]
 
 
@@ -60,11 +61,11 @@ def test_rows_leave_the_step_they_end_and_join_when_a_share_waits():
     stream = GreedyStream(model)
     stream.add("long", long, max_length=9, max_ratio=None, min_length=8)  # runs 9 steps
     stream.add("short", short, max_length=2, max_ratio=None)  # ends after 2
-    first = [key for _ in range(2) for key, _, _ in stream.step()]
+    first = [key for _ in range(2) for key, _ in stream.step()]
     assert first == ["short"] and len(stream) == 1
     stream.add("late", short, max_length=2, max_ratio=None)  # one waiting, one decoding: joins now
-    assert [key for _ in range(2) for key, _, _ in stream.step()] == ["late"]
-    assert [key for _ in range(5) for key, _, _ in stream.step()] == ["long"] and not stream
+    assert [key for _ in range(2) for key, _ in stream.step()] == ["late"]
+    assert [key for _ in range(5) for key, _ in stream.step()] == ["long"] and not stream
     assert stream.step() == []
 
 
@@ -77,6 +78,6 @@ def test_translator_sentences_through_a_stream_equal_translate(tiny_checkpoint):
     arrivals = {i: [(i, src, {})] for i, src in enumerate(ids)}  # one new sentence per step
     results, _ = run(stream, arrivals)
     for i, want in enumerate(expected):
-        got = translator.hypothesis(*results[i])
+        got = translator.hypothesis(*results[i][0])
         assert (got.text, got.tokens) == (want.text, want.hypotheses[0].tokens)
         assert got.score == pytest.approx(want.hypotheses[0].score, abs=1e-4)
