@@ -6,8 +6,8 @@
    a batch of half the clients loses against a full one;
 2. the encoder's milliseconds per call by batch size: the fixed cost that makes ``GreedyStream``
    admit waiting sentences a few at a time;
-3. a closed loop of 16 clients through ``GreedyStream`` (each sentence that ends is replaced by the
-   next, as a client sends its next request) against ``translate`` in batches of 16.
+3. a closed loop of 16 clients through ``GreedyStream`` and ``BeamStream`` (each sentence that ends
+   is replaced by the next, as a client sends its next request) against ``translate`` in batches of 16.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from load import DEFAULT_DATA, read_sentences
 
 from seq2seq.batching import collate
+from seq2seq.beam_stream import BeamStream
 from seq2seq.stream import GreedyStream
 from seq2seq.translator import Translator
 
@@ -68,8 +69,13 @@ def main(argv: list[str] | None = None) -> None:
             encode_ms[size] = round(1000 * (time.perf_counter() - began) / len(batches), 2)
         result["encode_ms_per_call"] = encode_ms
 
-    def closed_loop() -> None:
-        stream, sent, ended = GreedyStream(translator.model, translator.silent), 0, 0
+    def closed_loop(beam: int) -> None:
+        if beam == 1:
+            stream = GreedyStream(translator.model, translator.silent)
+        else:
+            alpha = translator.default_length_penalty
+            stream = BeamStream(translator.model, beam, alpha=alpha, silent=translator.silent)
+        sent, ended = 0, 0
         for _ in range(min(args.clients, len(ids))):
             stream.add(sent, ids[sent])
             sent += 1
@@ -81,16 +87,19 @@ def main(argv: list[str] | None = None) -> None:
                     sent += 1
 
     result["closed_loop_per_s"] = {
-        "stream": per_second(len(texts), closed_loop),
-        "batches_of_16": per_second(len(texts), in_batches, translator, texts, 16, 1),
+        f"beam{beam}": {
+            "stream": per_second(len(texts), closed_loop, beam),
+            "batches_of_16": per_second(len(texts), in_batches, translator, texts, 16, beam),
+        }
+        for beam in (1, 5)
     }
     for beam in (1, 5):
         print(f"beam {beam}: sentences/s by batch size " + ", ".join(
             f"{size}: {v}" for size, v in result[f"beam{beam}_per_s"].items()))  # fmt: skip
     print("encoder ms per call by batch size: " + ", ".join(f"{s}: {v}" for s, v in encode_ms.items()))
-    loop = result["closed_loop_per_s"]
-    print(f"closed loop of {args.clients} clients: GreedyStream {loop['stream']} sentences/s, "
-          f"translate in batches of 16 {loop['batches_of_16']}")  # fmt: skip
+    for beam, loop in result["closed_loop_per_s"].items():
+        print(f"closed loop of {args.clients} clients, {beam}: stream {loop['stream']} sentences/s, "
+              f"translate in batches of 16 {loop['batches_of_16']}")  # fmt: skip
     print(json.dumps(result))
 
 

@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--continuous", action=argparse.BooleanOptionalAction, default=True,
-        help="greedy requests join a running decode between steps (--no-continuous: batches only)",
+        help="requests join a running greedy or beam search between steps (--no-continuous: batches only)",
     )  # fmt: skip
     p.add_argument("--quantize", choices=("none", "int8"), default="none", help="dynamic int8 on CPU")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",

@@ -87,7 +87,7 @@ class TranslatorAPI(ls.LitAPI):
         batch_timeout: float = 0.0,
         continuous: bool = True,
     ):
-        # a lone request is not held for the batch window (serve/batching.py); greedy requests
+        # a lone request is not held for the batch window (serve/batching.py); requests
         # join a running decode (serve/continuous.py)
         loop = "auto"
         if max_batch_size > 1:
@@ -102,7 +102,7 @@ class TranslatorAPI(ls.LitAPI):
         self.api_key = api_key or None
         self.max_length = max_length  # when a request gives none (the spawned workers lack LIMITS)
         self.translators: dict[str, Translator] = {}
-        self.streamed: StreamedJobs | None = None  # the greedy jobs ContinuousLoop is decoding
+        self.streamed: StreamedJobs | None = None  # the jobs ContinuousLoop is decoding
 
     def setup(self, device: str) -> None:
         import torch

@@ -1,14 +1,14 @@
-"""Continuous batching in the inference worker: greedy requests join a running decode between
-decoder steps and are answered the step their last sentence ends.
+"""Continuous batching in the inference worker: requests join a running greedy or beam search
+between decoder steps and are answered the step their last sentence ends.
 
 With batches (``AdaptiveBatchedLoop``) the worker waits for a batch to fill, decodes it to its
 longest sentence, and answers all of it at once; then its clients' next requests trickle back
 through HTTP one by one while the worker waits again. Measured with 16 clients, that left the
 worker idle a quarter of the time. ``ContinuousLoop`` never waits while it has work: every loop
-takes whatever requests are queued, hands greedy single-model ones (the common request) to that
-model's ``GreedyStream`` (``seq2seq/stream.py``), translates the others (beam search, n-best,
-attention, pivots) as a batch at once, runs one decoder step of every stream, and answers the
-requests whose sentences all ended. When nothing is decoding it collects the first batch as
+takes whatever requests are queued, hands single-model ones without attention (the common request)
+to the stream of their model and search (``GreedyStream``, ``BeamStream``: ``seq2seq/stream.py``,
+``seq2seq/beam_stream.py``), translates the others (attention, pivots) as a batch at once, runs one
+decoder step of every stream, and answers the requests whose sentences all ended. When nothing is decoding it collects the first batch as
 ``AdaptiveBatchedLoop`` does. LitServe's loop runs decode, predict and encode per batch, with no
 hook for a request that is answered later than the batch it came in; hence this loop.
 """
@@ -30,6 +30,7 @@ from serve.batching import AdaptiveBatchedLoop
 from serve.workerio import Prefetcher, Sender
 
 if TYPE_CHECKING:
+    from seq2seq.stream import Stream
     from seq2seq.translator import Translation, Translator
     from serve.api import Job, JobResult, TranslatorAPI
 
@@ -39,38 +40,56 @@ Ticket = tuple[int, str]  # (response queue id, request uid): where the answer g
 
 
 class StreamedJobs:
-    """The greedy jobs being decoded: one ``GreedyStream`` per model, each job's finished sentences."""
+    """The jobs being decoded continuously: one stream per model and search (greedy, or beam search
+    with its beam size, n-best and length penalty), and each job's finished sentences."""
 
     def __init__(self, translators: dict[str, Translator]) -> None:
-        from seq2seq.stream import GreedyStream  # torch: only in the inference workers
-
         self.translators = translators
-        self.streams = {key: GreedyStream(t.model, t.silent, t.device) for key, t in translators.items()}
+        self.streams: dict[tuple, Stream] = {}  # (model, beam size, n-best, alpha) -> its stream
         self.jobs: dict[Ticket, tuple[Job, list[list[int]], list[Translation | None]]] = {}
         self.admitted: list[int] = [0, 0]  # requests and texts since the last batch metric
         self.busy = 0.0  # seconds spent decoding since the last batch metric
 
     @staticmethod
     def accepts(job: Job) -> bool:
-        """Greedy, one model, no attention: what ``GreedyStream`` decodes (n_best is 1 with greedy)."""
-        return job.options.beam_size == 1 and not job.options.return_attention and len(job.route.legs) == 1
+        """One model, no attention: what the streams decode (pivots and attention go as batches)."""
+        return not job.options.return_attention and len(job.route.legs) == 1
 
     def sentences(self) -> int:
         return sum(len(stream) for stream in self.streams.values())
+
+    def stream(self, job: Job) -> Stream:
+        """The stream of the job's model and search, made on first use."""
+        from seq2seq.beam_stream import BeamStream  # torch: only in the inference workers
+        from seq2seq.stream import GreedyStream
+
+        key, options = job.route.legs[0], job.options
+        translator = self.translators[key]
+        alpha = (
+            translator.default_length_penalty if options.length_penalty is None else options.length_penalty
+        )
+        beam = options.beam_size
+        search = (key, 1, 1, 0.0) if beam == 1 else (key, beam, options.n_best, alpha)
+        if search not in self.streams:
+            if beam == 1:
+                self.streams[search] = GreedyStream(translator.model, translator.silent, translator.device)
+            else:
+                self.streams[search] = BeamStream(
+                    translator.model, beam, options.n_best, alpha, translator.silent, translator.device
+                )
+        return self.streams[search]
 
     def add(self, ticket: Ticket, job: Job) -> JobResult | None:
         """Queue a job's sentences; a job with no text is answered at once (returned)."""
         from serve.api import JobResult
 
-        key = job.route.legs[0]
-        translator = self.translators[key]
+        translator = self.translators[job.route.legs[0]]
         ids = translator.src_tokenizer.encode(job.texts) if job.texts else []
         if not ids:
             return JobResult(job.route, [])
+        stream = self.stream(job)
         for i, src in enumerate(ids):  # the limits translate() applies (MAX_RATIO by default)
-            self.streams[key].add(
-                (ticket, i), src, max_length=job.options.max_length, min_length=job.options.min_length
-            )
+            stream.add((ticket, i), src, max_length=job.options.max_length, min_length=job.options.min_length)
         self.jobs[ticket] = (job, ids, [None] * len(ids))
         self.admitted[0] += 1
         self.admitted[1] += len(ids)
@@ -83,17 +102,18 @@ class StreamedJobs:
 
         began = time.perf_counter()
         answered = []
-        for key, stream in self.streams.items():
-            if not stream:
+        for search, stream in list(self.streams.items()):
+            if not stream:  # made again when needed: per-request options must not pile up streams
+                del self.streams[search]
                 continue
-            translator = self.translators[key]
-            for (ticket, i), [(tokens, score)] in stream.step():
+            translator = self.translators[search[0]]
+            for (ticket, i), hypotheses in stream.step():
                 job, ids, out = self.jobs[ticket]
                 pieces = translator.src_tokenizer.pieces(ids[i])
-                out[i] = Translation(job.texts[i], pieces, [translator.hypothesis(tokens, score)])
+                out[i] = Translation(job.texts[i], pieces, [translator.hypothesis(*h) for h in hypotheses])
                 if all(t is not None for t in out):
                     del self.jobs[ticket]
-                    metrics.observe_translations(key, out)
+                    metrics.observe_translations(search[0], out)
                     answered.append((ticket, JobResult(job.route, out)))
         self.busy += time.perf_counter() - began
         return answered
@@ -108,12 +128,12 @@ class StreamedJobs:
         """Forget every job (after an error): their tickets, to answer with the error."""
         tickets = list(self.jobs)
         self.jobs.clear()
-        self.streams = {key: type(s)(s.model, s.silent, s.device) for key, s in self.streams.items()}
+        self.streams.clear()
         return tickets
 
 
 class ContinuousLoop(AdaptiveBatchedLoop):
-    """``AdaptiveBatchedLoop`` plus continuous batching of greedy requests (module docstring)."""
+    """``AdaptiveBatchedLoop`` plus continuous batching of greedy and beam requests (module docstring)."""
 
     def run_batched_loop(
         self, lit_api: TranslatorAPI, request_queue: Queue, transport: MessageTransport, *args, **kwargs
