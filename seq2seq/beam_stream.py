@@ -123,7 +123,8 @@ class BeamStream(Stream):
         """Encode the waiting sentences together and append k rows each to the batch."""
         keys, state, limits, min_length = self.encode_waiting()
         new, k = len(keys), self.k
-        state = state.index_select(torch.arange(new, device=self.device).repeat_interleave(k))  # (new * k,)
+        sentences = torch.arange(new, device=self.device)
+        state = state.index_select(sentences.repeat_interleave(k), sentences)  # (new * k,) rows
         scores = torch.full((new, k), NEG_INF, device=self.device)
         scores[:, 0] = 0.0  # all beams start identical: keep one so the first step fans out
         width = 0 if self.seqs is None else self.seqs.size(2)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -13,32 +13,36 @@ from seq2seq.tokenizer import PAD_ID
 
 @dataclass
 class DecoderState:
-    """Everything a decoder step needs; every tensor has the batch (x beam) as a leading dim.
+    """Everything a decoder step needs. The recurrent part has a row per hypothesis; the encoder
+    side a row per sentence, shared by its hypotheses (beam search: hypothesis j of sentence i is
+    row i * beams + j), so following the beams never copies the encoder outputs.
 
     The encoder outputs and their projected attention keys are computed once per sentence and
     carried here, so each decoder step only pays for its own query.
     """
 
-    hidden: torch.Tensor  # (batch, dec_layers, dec_hidden): batch first, unlike nn.GRU's
+    hidden: torch.Tensor  # (rows, dec_layers, dec_hidden): batch first, unlike nn.GRU's
     memory: torch.Tensor  # (batch, src_len, 2 * enc_hidden): encoder outputs, the attention values
     proj_keys: torch.Tensor  # (batch, src_len, attn): encoder outputs projected for scoring
     src_mask: torch.Tensor  # (batch, src_len): True for real source tokens
-    att_vector: torch.Tensor | None = None  # (batch, out_dim): last attentional vector (input feeding)
+    att_vector: torch.Tensor | None = None  # (rows, out_dim): last attentional vector (input feeding)
 
-    def index_select(self, index: torch.Tensor) -> DecoderState:
-        """Reorder or repeat along the batch dim (beam search uses this to follow its choices)."""
+    def index_select(self, rows: torch.Tensor, sentences: torch.Tensor | None = None) -> DecoderState:
+        """Keep, reorder or repeat rows (beam search follows its choices with this); ``sentences``:
+        the encoder rows to keep when there are several rows per sentence (default: ``rows``)."""
+        sentences = rows if sentences is None else sentences
+        att = None if self.att_vector is None else self.att_vector.index_select(0, rows)
         return DecoderState(
-            *(
-                None if (t := getattr(self, f.name)) is None else t.index_select(0, index)
-                for f in fields(self)
-            )
+            self.hidden.index_select(0, rows),
+            *(t.index_select(0, sentences) for t in (self.memory, self.proj_keys, self.src_mask)),
+            att,
         )
 
-    def reorder_beams(self, index: torch.Tensor) -> DecoderState:
-        """``index_select`` for an index that only moves rows among the beams of one sentence:
-        the encoder-side tensors are the same for all of them, so only the recurrent part moves."""
-        att = None if self.att_vector is None else self.att_vector.index_select(0, index)
-        return replace(self, hidden=self.hidden.index_select(0, index), att_vector=att)
+    def reorder_beams(self, rows: torch.Tensor) -> DecoderState:
+        """``index_select`` for rows that only move among the beams of one sentence: the encoder side
+        stays as it is."""
+        att = None if self.att_vector is None else self.att_vector.index_select(0, rows)
+        return replace(self, hidden=self.hidden.index_select(0, rows), att_vector=att)
 
 
 class Decoder(nn.Module):
@@ -73,9 +77,13 @@ class Decoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def _attend(self, rnn_out: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:
-        # rnn_out: (batch, tgt_len, dec_hidden)
-        context, weights = self.attention(rnn_out, state.proj_keys, state.memory, state.src_mask)
-        # context: (batch, tgt_len, 2 * enc_hidden); weights: (batch, tgt_len, src_len)
+        # rnn_out: (rows, tgt_len, dec_hidden); rows = batch * beams, the beams of a sentence attend
+        # to its one copy of the encoder outputs as that many queries
+        rows, tgt_len, batch = rnn_out.size(0), rnn_out.size(1), state.memory.size(0)
+        query = rnn_out.reshape(batch, -1, rnn_out.size(2))  # (batch, beams * tgt_len, dec_hidden)
+        context, weights = self.attention(query, state.proj_keys, state.memory, state.src_mask)
+        context = context.reshape(rows, tgt_len, -1)  # (rows, tgt_len, 2 * enc_hidden)
+        weights = weights.reshape(rows, tgt_len, -1)  # (rows, tgt_len, src_len)
         att = torch.tanh(self.combine(torch.cat([rnn_out, context], dim=-1)))  # (batch, tgt_len, out_dim)
         return self.dropout(att), weights
 

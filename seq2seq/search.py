@@ -2,7 +2,7 @@
 
     state = model.encode(src, src_lengths)
     log_probs, state, attn = model.decode_step(prev_tokens, state)
-    state.index_select(rows)
+    state.index_select(rows, sentences)
 
 so any object offering these (a fake model with hand-built scores in the tests) can be searched.
 ``decode_step`` must return a fresh ``log_probs`` tensor: the search edits it in place.
@@ -10,8 +10,9 @@ so any object offering these (a fake model with hand-built scores in the tests) 
 Both searches drop sentences from the batch once their result is settled, so a batch costs
 about what its sentences need rather than what its longest output needs. Dropping copies the
 encoder outputs of the remaining rows, so it waits until an eighth of the batch is settled.
-States may offer ``reorder_beams(rows)``, a cheaper ``index_select`` for rows that only move
-within a sentence's beam (the encoder outputs are the same for all of them). Beam search keeps
+``index_select`` keeps the state rows ``rows`` and the encoder rows ``sentences``: the hypotheses
+of a sentence share its encoder outputs. States may offer ``reorder_beams(rows)``, a cheaper
+``index_select`` for rows that only move within a sentence's beam. Beam search keeps
 ``beam_size`` unfinished hypotheses per sentence and moves ended ones to a finished list
 (as fairseq does): an EOS candidate is kept if it ranks among the best ``beam_size`` of all
 candidates. A sentence is done at its length limit, once no unfinished hypothesis can still
@@ -274,7 +275,8 @@ def beam_search(
     batch, k, device = src.size(0), beam_size, src.device
     state = model.encode(src, src_lengths)
     # (live * k, ...) rows from here on: hypothesis j of live sentence i is row i * k + j
-    state = state.index_select(torch.arange(batch, device=device).repeat_interleave(k))
+    sentences = torch.arange(batch, device=device)
+    state = state.index_select(sentences.repeat_interleave(k), sentences)
     limits = length_limits(src_lengths, max_length, max_ratio)
     live = torch.arange(batch, device=device)  # original sentence of each live sentence
     scores = torch.full((batch, k), NEG_INF, device=device)  # (live, k): prefix log-probabilities
@@ -314,7 +316,7 @@ def beam_search(
         scores = new_scores.masked_fill(settled[:, None], NEG_INF)
         if worth_compacting(settled):  # follow hypotheses to their slots, drop settled sentences
             keep = (~settled).nonzero().squeeze(1)
-            state = state.index_select((keep[:, None] * k + parent[keep]).view(-1))  # (live' * k,)
+            state = state.index_select((keep[:, None] * k + parent[keep]).view(-1), keep)  # (live' * k,)
             live, scores, token, shown = live[keep], scores[keep], token[keep], shown[keep]
         else:  # follow each hypothesis to its new slot within its sentence
             rows = (torch.arange(n, device=device)[:, None] * k + parent).view(-1)  # (live * k,)

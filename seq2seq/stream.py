@@ -93,7 +93,8 @@ class Stream:
         self.keys += keys
 
     def keep(self, keep: torch.Tensor, rows: torch.Tensor) -> None:
-        """Keep the sentences ``keep`` (an index) and the state rows ``rows``; an empty stream resets."""
+        """Keep the sentences ``keep`` (an index) and the state rows ``rows`` (their hypotheses); an
+        empty stream resets."""
         kept = keep.tolist()
         self.keys = [self.keys[i] for i in kept]
         if not self.keys:  # nothing left: the next sentences start a fresh batch
@@ -101,7 +102,7 @@ class Stream:
             for name in self.TENSORS:
                 setattr(self, name, None)
             return
-        self.state = self.state.index_select(rows)
+        self.state = self.state.index_select(rows, keep)
         for name in self.TENSORS:
             old = getattr(self, name)
             setattr(self, name, [old[i] for i in kept] if isinstance(old, list) else old[keep])
@@ -160,11 +161,11 @@ class GreedyStream(Stream):
 
 
 def cat_states(a: DecoderState, b: DecoderState) -> DecoderState:
-    """Stack two decoder states along the batch; the source side is padded to the longer source
-    (masked positions get no attention, so a row decodes as it would alone)."""
+    """Stack two decoder states (with as many beams each) along the batch; the source side is padded
+    to the longer source (masked positions get no attention, so a row decodes as it would alone)."""
     src_len = max(a.memory.size(1), b.memory.size(1))
 
-    def pad(t: torch.Tensor) -> torch.Tensor:  # (rows, len, ...) -> (rows, src_len, ...)
+    def pad(t: torch.Tensor) -> torch.Tensor:  # (batch, len, ...) -> (batch, src_len, ...)
         missing = src_len - t.size(1)
         if not missing:
             return t
@@ -177,8 +178,8 @@ def cat_states(a: DecoderState, b: DecoderState) -> DecoderState:
                          for v, s in ((a.att_vector, a), (b.att_vector, b))])  # fmt: skip
     return DecoderState(
         torch.cat([a.hidden, b.hidden]),  # (rows, dec_layers, dec_hidden)
-        torch.cat([pad(a.memory), pad(b.memory)]),  # (rows, src_len, 2 * enc_hidden)
-        torch.cat([pad(a.proj_keys), pad(b.proj_keys)]),  # (rows, src_len, attn)
-        torch.cat([pad(a.src_mask), pad(b.src_mask)]),  # (rows, src_len)
+        torch.cat([pad(a.memory), pad(b.memory)]),  # (batch, src_len, 2 * enc_hidden)
+        torch.cat([pad(a.proj_keys), pad(b.proj_keys)]),  # (batch, src_len, attn)
+        torch.cat([pad(a.src_mask), pad(b.src_mask)]),  # (batch, src_len)
         att,
     )

@@ -25,8 +25,8 @@ class FakeState:
     prefixes: list[tuple[int, ...] | None]  # None before the first step
     src_mask: torch.Tensor  # (rows, src_len)
 
-    def index_select(self, index: torch.Tensor) -> FakeState:
-        return FakeState([self.prefixes[i] for i in index.tolist()], self.src_mask[index])
+    def index_select(self, rows: torch.Tensor, sentences: torch.Tensor | None = None) -> FakeState:
+        return FakeState([self.prefixes[i] for i in rows.tolist()], self.src_mask[rows])  # all per row
 
 
 class TableModel:

@@ -168,16 +168,19 @@ def test_streamed_and_batched_requests_sent_together_each_get_their_own_answer(
     """Continuous batching (serve/continuous.py): greedy and beam requests of every shape, sent
     together with requests that take the batch path (attention), each get what translate() gives."""
     translator = Translator.from_checkpoint(tiny_checkpoint)
-    bodies = [{"text": t, "beam_size": 1} for t in texts[:4]] + [
-        {"texts": texts[6:9], "beam_size": 1, "max_length": 4},  # one request, three sentences, short
-        {"texts": [texts[9]] * 2, "beam_size": 1},
-        {"text": texts[4], "beam_size": 2, "n_best": 2},  # beam streams: one per beam, n-best, alpha
-        {"texts": texts[5:7], "beam_size": 2, "n_best": 2},
-        {"text": texts[3], "beam_size": 3, "max_length": 5},
-        {"text": texts[10], "beam_size": 3, "n_best": 3, "length_penalty": 2.0},  # alpha reorders these
-        {"text": texts[11], "beam_size": 1, "return_attention": True},  # attention: the batch path
-        {"text": texts[2], "beam_size": 2, "return_attention": True},
-    ]
+    bodies = (
+        [{"text": t, "beam_size": 1} for t in texts[:4]]
+        + [
+            {"texts": texts[6:9], "beam_size": 1, "max_length": 4},  # one request, three sentences, short
+            {"texts": [texts[9]] * 2, "beam_size": 1},
+            {"text": texts[4], "beam_size": 2, "n_best": 2},  # beam streams: one per beam, n-best, alpha
+            {"texts": texts[5:7], "beam_size": 2, "n_best": 2},
+            {"text": texts[3], "beam_size": 3, "max_length": 5},
+            {"text": texts[10], "beam_size": 3, "n_best": 3, "length_penalty": 2.0},  # alpha reorders these
+            {"text": texts[11], "beam_size": 1, "return_attention": True},  # attention: the batch path
+            {"text": texts[2], "beam_size": 2, "return_attention": True},
+        ]
+    )
 
     async def together() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=slow_window_server.url, timeout=60) as http:
