@@ -45,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch-size", type=int, default=16, help="server option")
     p.add_argument("--batch-timeout", type=float, default=0.0, help="server option")
     p.add_argument("--continuous", action=argparse.BooleanOptionalAction, default=True, help="server option")
+    p.add_argument("--pin-cpus", action="store_true", help="server option: each worker on cores of its own")
     p.add_argument("--quantize", choices=("none", "int8"), default="none", help="server option")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
@@ -114,6 +115,7 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
         "--max-batch-size", str(args.max_batch_size),
         "--batch-timeout", str(args.batch_timeout), "--quantize", args.quantize,
         "--continuous" if args.continuous else "--no-continuous",
+        *(["--pin-cpus"] if args.pin_cpus else []),
         "--log-level", "warning",
     ]  # fmt: skip
     return launch(cmd, port)

@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch-size", type=int, default=16, help="server option")
     p.add_argument("--batch-timeout", type=float, default=0.0, help="server option")
     p.add_argument("--continuous", action=argparse.BooleanOptionalAction, default=True, help="server option")
+    p.add_argument("--pin-cpus", action="store_true", help="server option: each worker on cores of its own")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
     args.quantize, args.api_key = "none", None  # what load.py's start_server and load expect

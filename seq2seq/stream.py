@@ -39,7 +39,7 @@ class Stream:
     per-sentence tensors named in ``TENSORS`` (all in the order of ``keys``), joined and dropped together."""
 
     TENSORS: tuple[str, ...] = ()
-    admit_share = ADMIT_SHARE
+    admit_share = float(__import__("os").environ.get("ADMIT", ADMIT_SHARE))
 
     def __init__(self, model, silent: torch.Tensor | None = None, device: torch.device | str = "cpu"):
         self.model, self.silent, self.device = model, silent, torch.device(device)

@@ -40,6 +40,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=0,
         help="torch threads per worker (default: cores // workers; 1 is better on a busy machine)",
     )  # fmt: skip
+    p.add_argument(
+        "--pin-cpus", action="store_true",
+        help="give each worker --threads cores of its own and the HTTP processes the others "
+             "(default --threads with it: all cores but one, shared by the workers)",
+    )  # fmt: skip
     p.add_argument("--max-batch-size", type=int, default=16, help="requests batched together")
     p.add_argument(
         "--batch-timeout",
@@ -150,6 +155,16 @@ def checkpoint_files(given: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    cpus = None
+    if args.pin_cpus:
+        from serve.affinity import CpuPlan
+
+        try:
+            cpus = CpuPlan.make(args.workers, args.threads or None)
+        except ValueError as e:
+            fail(str(e))
+        args.threads = cpus.threads()
+        cpus.pin_rest()  # every process started from here on inherits it; the workers then pin their own
     metas, error = check_checkpoints_isolated(checkpoint_files(args.checkpoint), args.device, args.quantize)
     if error is not None:
         fail(error)
@@ -194,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         catalog, quantize=args.quantize, workers=args.workers, threads=args.threads or None,
         api_key=args.api_key, max_length=args.max_length,
         max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout, continuous=args.continuous,
+        cpus=cpus,
     )  # fmt: skip
     # before LitServe forks its HTTP processes: they all count in this shared table
     middlewares = [(metrics.MetricsMiddleware, {"access_log": args.log_format == "json"})]

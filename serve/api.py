@@ -31,6 +31,7 @@ from serve.schemas import Hypothesis, TranslateRequest, TranslateResponse, Trans
 
 if TYPE_CHECKING:
     from seq2seq.translator import Translation, Translator
+    from serve.affinity import CpuPlan
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class TranslatorAPI(ls.LitAPI):
         max_batch_size: int = 16,
         batch_timeout: float = 0.0,
         continuous: bool = True,
+        cpus: "CpuPlan | None" = None,
     ):
         # a lone request is not held for the batch window (serve/batching.py); requests
         # join a running decode (serve/continuous.py)
@@ -99,12 +101,15 @@ class TranslatorAPI(ls.LitAPI):
         self.quantize = quantize
         self.workers = workers
         self.threads = threads  # None: share the cores between the workers
+        self.cpus = cpus  # --pin-cpus: the cores of each worker (serve/affinity.py)
         self.api_key = api_key or None
         self.max_length = max_length  # when a request gives none (the spawned workers lack LIMITS)
         self.translators: dict[str, Translator] = {}
         self.streamed: StreamedJobs | None = None  # the jobs ContinuousLoop is decoding
 
     def setup(self, device: str) -> None:
+        if self.cpus is not None:  # before torch starts any thread: they inherit the worker's cores
+            self.cpus.pin_worker()
         import torch
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
