@@ -2,9 +2,9 @@
 
 A worker decoding with one torch thread wants one core, all of the time; the HTTP processes, the
 Manager and the clients wake up for every request. Left to the scheduler they land on the
-worker's core often enough to cost it: with 16 beam-5 clients on 2 cores, pinning the worker to
-one core and the rest to the other served 15-25% more requests per second (README, "Serving
-under load"). LitServe has no affinity setting, hence this module (``os.sched_setaffinity``).
+worker's core often enough to cost it: with 16 clients on 2 cores, pinning the worker to one
+core and the rest to the other served 7-20% more requests per second (README, "Results").
+LitServe has no affinity setting, hence this module (``os.sched_setaffinity``).
 """
 
 from __future__ import annotations
