@@ -24,6 +24,8 @@ class CpuPlan:
     def make(cls, workers: int, threads: int | None, cores: list[int] | None = None) -> CpuPlan:
         """``threads`` cores per worker (None: share all but one core between the workers), the
         cores left over for the rest; ValueError when no core would be left."""
+        if not hasattr(os, "sched_setaffinity"):
+            raise ValueError("--pin-cpus needs Linux (os.sched_setaffinity)")
         cores = sorted(os.sched_getaffinity(0)) if cores is None else cores
         threads = threads or max(1, (len(cores) - 1) // workers)
         need = workers * threads
