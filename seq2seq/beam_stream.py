@@ -137,5 +137,6 @@ class BeamStream(Stream):
         self.finished.join(new)
 
     def keep(self, keep: torch.Tensor, rows: torch.Tensor) -> None:
+        """``Stream.keep``, and the kept sentences' ended hypotheses."""
         super().keep(keep, rows)
         self.finished.select(keep)
