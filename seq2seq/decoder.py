@@ -84,7 +84,7 @@ class Decoder(nn.Module):
         context, weights = self.attention(query, state.proj_keys, state.memory, state.src_mask)
         context = context.reshape(rows, tgt_len, -1)  # (rows, tgt_len, 2 * enc_hidden)
         weights = weights.reshape(rows, tgt_len, -1)  # (rows, tgt_len, src_len)
-        att = torch.tanh(self.combine(torch.cat([rnn_out, context], dim=-1)))  # (batch, tgt_len, out_dim)
+        att = torch.tanh(self.combine(torch.cat([rnn_out, context], dim=-1)))  # (rows, tgt_len, out_dim)
         return self.dropout(att), weights
 
     def forward_fused(self, tgt_in: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,11 +5,11 @@ With batches (``AdaptiveBatchedLoop``) the worker waits for a batch to fill, dec
 longest sentence, and answers all of it at once; then its clients' next requests trickle back
 through HTTP one by one while the worker waits again. Measured with 16 clients, that left the
 worker idle a quarter of the time. ``ContinuousLoop`` never waits while it has work: every loop
-takes whatever requests are queued, hands single-model ones without attention (the common request)
-to the stream of their model and search (``GreedyStream``, ``BeamStream``: ``seq2seq/stream.py``,
-``seq2seq/beam_stream.py``), translates the others (attention, pivots) as a batch at once, runs one
-decoder step of every stream, and answers the requests whose sentences all ended. When nothing is decoding it collects the first batch as
-``AdaptiveBatchedLoop`` does. LitServe's loop runs decode, predict and encode per batch, with no
+takes whatever requests are queued, hands single-model ones without attention (the common
+request) to the stream of their model and search (``GreedyStream``, ``BeamStream``:
+``seq2seq/stream.py``, ``seq2seq/beam_stream.py``), translates the others (attention, pivots) as a
+batch at once, runs one decoder step of every stream, and answers the requests whose sentences all
+ended. When nothing is decoding it collects the first batch as ``AdaptiveBatchedLoop`` does. LitServe's loop runs decode, predict and encode per batch, with no
 hook for a request that is answered later than the batch it came in; hence this loop.
 """
 
