@@ -128,11 +128,11 @@ class BeamStream(Stream):
         scores = torch.full((new, k), NEG_INF, device=self.device)
         scores[:, 0] = 0.0  # all beams start identical: keep one so the first step fans out
         width = 0 if self.seqs is None else self.seqs.size(2)
-        seqs = torch.zeros(new, k, width, dtype=torch.long, device=self.device)
+        seqs = torch.zeros(new, k, width, dtype=torch.long, device=self.device)  # (new, k, width)
+        zeros = torch.zeros(new, k, dtype=torch.long, device=self.device)  # (new, k)
         self.join(
-            keys, state, steps=torch.zeros(new, dtype=torch.long, device=self.device), limits=limits,
-            min_length=min_length, scores=scores, shown=torch.zeros(new, k, dtype=torch.long, device=self.device),
-            prev=torch.full((new, k), BOS_ID, dtype=torch.long, device=self.device), seqs=seqs, ended=seqs.clone(),
+            keys, state, steps=zeros[:, 0].clone(), limits=limits, min_length=min_length, scores=scores,
+            shown=zeros, prev=zeros.clone().fill_(BOS_ID), seqs=seqs, ended=seqs.clone(),
         )  # fmt: skip
         self.finished.join(new)
 

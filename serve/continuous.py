@@ -9,8 +9,9 @@ takes whatever requests are queued, hands single-model ones without attention (t
 request) to the stream of their model and search (``GreedyStream``, ``BeamStream``:
 ``seq2seq/stream.py``, ``seq2seq/beam_stream.py``), translates the others (attention, pivots) as a
 batch at once, runs one decoder step of every stream, and answers the requests whose sentences all
-ended. When nothing is decoding it collects the first batch as ``AdaptiveBatchedLoop`` does. LitServe's loop runs decode, predict and encode per batch, with no
-hook for a request that is answered later than the batch it came in; hence this loop.
+ended. When nothing is decoding it collects the first batch as ``AdaptiveBatchedLoop`` does.
+LitServe's loop runs decode, predict and encode per batch, with no hook for a request that is
+answered later than the batch it came in; hence this loop.
 """
 
 from __future__ import annotations

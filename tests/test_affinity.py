@@ -70,9 +70,9 @@ def test_pinned_worker_has_its_core_and_translates_as_before(tiny_checkpoint: Pa
 def test_a_plan_without_a_core_for_http_is_refused() -> None:
     threads = str(len(CORES))  # one worker with every core: none left
     port = str(free_port())
+    args = ["--checkpoint", "x.ckpt", "--port", port, "--pin-cpus", "--threads", threads]
     run = subprocess.run(
-        [sys.executable, "-m", "serve", "--checkpoint", "x.ckpt", "--port", port, "--pin-cpus", "--threads", threads],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-m", "serve", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode != 0
     assert "--pin-cpus" in run.stderr and f"leave none of the {len(CORES)} cores" in run.stderr, run.stderr
