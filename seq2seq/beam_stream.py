@@ -44,7 +44,7 @@ class BeamStream(Stream):
         if not 1 <= n_best <= beam_size:
             raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
         super().__init__(model, silent, device)
-        self.k, self.n_best, self.alpha = beam_size, n_best, alpha
+        self.k, self.n_best = beam_size, n_best
         self.finished = Finished(0, beam_size, alpha, self.device)  # (sentences, k) each
         self.scores: torch.Tensor | None = None  # (sentences, k): prefix log-probabilities
         self.prev: torch.Tensor | None = None  # (sentences, k): each hypothesis' last token

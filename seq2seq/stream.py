@@ -39,7 +39,6 @@ class Stream:
     per-sentence tensors named in ``TENSORS`` (all in the order of ``keys``), joined and dropped together."""
 
     TENSORS: tuple[str, ...] = ()
-    admit_share = ADMIT_SHARE
 
     def __init__(self, model, silent: torch.Tensor | None = None, device: torch.device | str = "cpu"):
         self.model, self.silent, self.device = model, silent, torch.device(device)
@@ -64,7 +63,7 @@ class Stream:
 
     def admit_due(self) -> bool:
         """Whether the waiting sentences join at this step (see ``ADMIT_SHARE``)."""
-        return bool(self.waiting) and len(self.waiting) >= self.admit_share * len(self.keys)
+        return bool(self.waiting) and len(self.waiting) >= ADMIT_SHARE * len(self.keys)
 
     def encode_waiting(self) -> tuple[list[Hashable], DecoderState, torch.Tensor, torch.Tensor]:
         """Encode the waiting sentences together: their keys, state, length limits and min_lengths."""
