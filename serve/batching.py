@@ -96,7 +96,6 @@ class AdaptiveBatchedLoop(BatchedLoop):
         super().__init__()
         self.recent: deque[int] = deque([1], maxlen=RECENT)  # sizes of the last batches
         self.outbox = Outbox()
-        self.announced = False  # True when requests come with their START sent (serve/workerio.py)
 
     def put_response(
         self,
@@ -151,15 +150,14 @@ class AdaptiveBatchedLoop(BatchedLoop):
             self.outbox.flush(transport)
             raise _StopLoopError()
         response_queue_id, uid, enqueued_at, request = item
-        if not self.announced:
-            self.put_response(
-                transport=transport,
-                response_queue_id=response_queue_id,
-                uid=uid,
-                response_data=(),
-                status=LitAPIStatus.START,
-                response_type=LoopResponseType.REGULAR,
-            )
+        self.put_response(
+            transport=transport,
+            response_queue_id=response_queue_id,
+            uid=uid,
+            response_data=(),
+            status=LitAPIStatus.START,
+            response_type=LoopResponseType.REGULAR,
+        )
         timeout = lit_api.request_timeout
         if timeout not in (-1, False, None) and time.monotonic() - enqueued_at > timeout:
             timed_out.append((response_queue_id, uid))

@@ -28,7 +28,6 @@ from litserve.utils import LitAPIStatus, LoopResponseType, PickleableHTTPExcepti
 
 from serve import metrics
 from serve.batching import AdaptiveBatchedLoop
-from serve.workerio import Prefetcher, Sender
 
 if TYPE_CHECKING:
     from seq2seq.stream import Stream
@@ -140,15 +139,10 @@ class ContinuousLoop(AdaptiveBatchedLoop):
         self, lit_api: TranslatorAPI, request_queue: Queue, transport: MessageTransport, *args, **kwargs
     ) -> None:
         """LitServe's entry point for a batched loop (its own callbacks and spec are not used here)."""
-        # requests and answers cross the Manager on threads of their own (serve/workerio.py)
-        request_queue = Prefetcher(self, request_queue, transport, lit_api.max_batch_size).local
-        transport = Sender(transport)
-        self.announced = True
         try:
             self.decode_forever(lit_api, request_queue, transport)
         finally:
             self.outbox.flush(transport)
-            transport.close()
 
     def decode_forever(
         self, lit_api: TranslatorAPI, request_queue: Queue, transport: MessageTransport

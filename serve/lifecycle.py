@@ -32,6 +32,7 @@ from litserve.utils import LitAPIStatus, ResponseBufferItem, WorkerSetupStatus
 
 from serve import metrics
 from serve.batching import BundledTransport
+from serve.requestqueue import DatagramQueue
 from serve.transport import SocketTransport
 
 logger = logging.getLogger(__name__)
@@ -60,10 +61,13 @@ class SupervisedServer(ls.LitServer):
     def _init_manager(self, num_api_servers: int):
         manager = super()._init_manager(num_api_servers)
         # answers go to the HTTP processes over Unix sockets (serve/transport.py), in bundles
-        # (serve/batching.py); requests stay on LitServe's Manager queue
+        # (serve/batching.py)
         directory = tempfile.mkdtemp(prefix="seq2seq-answers-")
         atexit.register(shutil.rmtree, directory, ignore_errors=True)
         self._transport = BundledTransport(SocketTransport(directory, num_api_servers))
+        # requests go to the workers as datagrams, the Manager queue behind them (serve/requestqueue.py)
+        for i, (path, manager_queue) in enumerate(self.litapi_request_queues.items()):
+            self.litapi_request_queues[path] = DatagramQueue(manager_queue, f"{directory}/requests-{i}.sock")
         # workers then send START with their id when they take a request (LitServe's own switch)
         self.restart_workers = True
         n_workers = sum(

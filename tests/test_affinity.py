@@ -59,7 +59,8 @@ def test_pinned_worker_has_its_core_and_translates_as_before(tiny_checkpoint: Pa
         assert len(workers) == 1, masks  # the inference worker, alone on the first core
         worker = workers[0]
         threads = [int(t.name) for t in Path(f"/proc/{worker}/task").iterdir()]
-        assert len(threads) > 2 and all(allowed(t) == {CORES[0]} for t in threads)  # its I/O threads too
+        # its other threads too (the Manager queue's drain thread, torch's)
+        assert len(threads) >= 2 and all(allowed(t) == {CORES[0]} for t in threads)
         others = {pid: mask for pid, mask in masks.items() if pid != worker}
         named = {pid: (mask, Path(f"/proc/{pid}/cmdline").read_text()[:90]) for pid, mask in others.items()}
         assert len(others) >= 3 and all(mask == set(CORES[1:]) for mask in others.values()), named
