@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     from serve import logs, metrics, openapi
     from serve.api import TranslatorAPI, install_error_handlers
     from serve.detect import Detector
+    from serve.fastpath import install_fast_path
     from serve.languages import install_languages_route
     from serve.libretranslate import install_libretranslate
     from serve.lifecycle import SupervisedServer
@@ -225,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         middlewares=middlewares,
     )
     install_error_handlers(server.app)
+    install_fast_path(server, api)
     install_languages_route(server.app, catalog)
     install_libretranslate(server.app, catalog, Detector(catalog.source_models()), args.api_key, max_payload)
     install_web(server.app)  # the page at / and offline /docs
