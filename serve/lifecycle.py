@@ -66,8 +66,12 @@ class SupervisedServer(ls.LitServer):
         atexit.register(shutil.rmtree, directory, ignore_errors=True)
         self._transport = BundledTransport(SocketTransport(directory, num_api_servers))
         # requests go to the workers as datagrams, the Manager queue behind them (serve/requestqueue.py)
-        for i, (path, manager_queue) in enumerate(self.litapi_request_queues.items()):
-            self.litapi_request_queues[path] = DatagramQueue(manager_queue, f"{directory}/requests-{i}.sock")
+        for i, lit_api in enumerate(self.litapi_connector):
+            self.litapi_request_queues[lit_api.api_path] = DatagramQueue(
+                self.litapi_request_queues[lit_api.api_path],
+                f"{directory}/requests-{i}.sock",
+                ahead=lit_api.max_batch_size,
+            )
         # workers then send START with their id when they take a request (LitServe's own switch)
         self.restart_workers = True
         n_workers = sum(

@@ -38,8 +38,9 @@ MAX_DATAGRAM = 64 * 1024  # bytes; larger requests take the Manager queue
 class DatagramQueue:
     """LitServe's request queue with a Unix datagram socket in front of it (module docstring)."""
 
-    def __init__(self, fallback: Any, path: str) -> None:
+    def __init__(self, fallback: Any, path: str, ahead: int = 16) -> None:
         self.fallback, self.path = fallback, path  # the Manager queue; where the socket is bound
+        self.ahead = ahead  # requests a worker takes off the Manager queue before it asks for them
         self.receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.receiver.bind(path)
         self._init_process_state()
@@ -48,16 +49,17 @@ class DatagramQueue:
         self.receiver.setblocking(False)
         self.sender: socket.socket | None = None  # HTTP side: this process's sending socket
         self.sender_pid = 0
-        self.taken: queue.Queue | None = None  # worker side: one request from the Manager queue
+        self.taken: queue.Queue | None = None  # worker side: requests from the Manager queue
         self.wake_r, self.wake_w = -1, -1  # a pipe that says something is in ``taken``
         self.lock = threading.Lock()
 
     def __getstate__(self) -> dict:
         """What a spawned worker gets: the receiving socket itself (multiprocessing passes its fd)."""
-        return {"fallback": self.fallback, "path": self.path, "receiver": self.receiver}
+        return {"fallback": self.fallback, "path": self.path, "ahead": self.ahead, "receiver": self.receiver}
 
     def __setstate__(self, state: dict) -> None:
-        self.fallback, self.path, self.receiver = state["fallback"], state["path"], state["receiver"]
+        self.fallback, self.path, self.ahead = state["fallback"], state["path"], state["ahead"]
+        self.receiver = state["receiver"]
         self._init_process_state()
 
     # -- HTTP side --------------------------------------------------------------------------
@@ -105,11 +107,12 @@ class DatagramQueue:
         with self.lock:
             if self.taken is None:
                 self.wake_r, self.wake_w = os.pipe()
-                self.taken = queue.Queue(maxsize=1)  # takes no more than one request ahead
+                # a burst that overflowed the socket must not join one request per decoder step
+                self.taken = queue.Queue(maxsize=max(1, self.ahead))
                 threading.Thread(target=self._drain, daemon=True, name="seq2seq-manager-queue").start()
 
     def _drain(self) -> None:
-        """Move requests from the Manager queue to ``taken``, one at a time."""
+        """Move requests from the Manager queue to ``taken`` as they come (up to ``ahead``)."""
         while True:
             try:
                 # never without a timeout: the Manager serves a get in a thread that keeps waiting

@@ -489,6 +489,36 @@ def test_no_key_needed_when_none_set(server: Server) -> None:
     assert r.status_code == 200
 
 
+def test_fast_path_answers_as_fastapi_does(server: Server, keyed_server: Server, sentences) -> None:
+    """serve/fastpath.py answers well-formed requests itself; a UTF-8 BOM before the same JSON sends
+    it through FastAPI's route (pydantic's JSON parser refuses the BOM, FastAPI's reader skips it).
+    Status, headers and body bytes must be the same both ways."""
+    cases = [
+        (server, {"text": sentences[0], "beam_size": 1}, {}),
+        (server, {"texts": sentences[1:4], "beam_size": 3, "n_best": 2, "length_penalty": 0.6}, {}),
+        (server, {"text": sentences[4], "beam_size": 2, "return_attention": True}, {}),
+        (server, {"text": "élève « ça » 東京 😀", "max_length": 5}, {}),
+        (server, {"text": "one", "beam_size": 99}, {}),  # 422 either way
+        (keyed_server, {"text": "twelve", "beam_size": 1}, {"X-API-Key": "s3cret"}),
+        (keyed_server, {"text": "twelve", "beam_size": 1}, {"X-API-Key": "wrong"}),  # 401
+    ]
+    statuses = []
+    for target, payload, headers in cases:
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        answers = []
+        for prefix in (b"", b"\xef\xbb\xbf"):
+            r = httpx.post(
+                f"{target.url}/translate",
+                content=prefix + body,
+                headers={"Content-Type": "application/json", **headers},
+                timeout=60,
+            )
+            answers.append((r.status_code, {k: v for k, v in r.headers.items() if k != "date"}, r.content))
+        assert answers[0] == answers[1], payload
+        statuses.append(answers[0][0])
+    assert statuses == [200, 200, 200, 200, 422, 200, 401]
+
+
 # -- start-up refuses bad checkpoints --------------------------------------------------------
 class Evil:
     def __init__(self, marker: Path):
