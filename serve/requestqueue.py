@@ -51,6 +51,7 @@ class DatagramQueue:
         self.sender_pid = 0
         self.taken: queue.Queue | None = None  # worker side: requests from the Manager queue
         self.wake_r, self.wake_w = -1, -1  # a pipe that says something is in ``taken``
+        self.poller: select.poll | None = None  # waits on the socket and that pipe
         self.lock = threading.Lock()
 
     def __getstate__(self) -> dict:
@@ -96,9 +97,9 @@ class DatagramQueue:
             wait = None if deadline is None else deadline - time.monotonic()
             if not block or (wait is not None and wait <= 0):
                 raise queue.Empty
-            ready, _, _ = select.select([self.receiver, self.wake_r], [], [], wait)
-            if self.wake_r in ready:
-                os.read(self.wake_r, 64)
+            for fd, _ in self.poller.poll(None if wait is None else 1000 * wait):
+                if fd == self.wake_r:
+                    os.read(self.wake_r, 4096)
 
     def get_nowait(self) -> Any:
         return self.get(block=False)
@@ -107,6 +108,10 @@ class DatagramQueue:
         with self.lock:
             if self.taken is None:
                 self.wake_r, self.wake_w = os.pipe()
+                os.set_blocking(self.wake_w, False)  # a full pipe wakes the reader as well as one more byte
+                self.poller = select.poll()
+                for fd in (self.receiver.fileno(), self.wake_r):
+                    self.poller.register(fd, select.POLLIN)
                 # a burst that overflowed the socket must not join one request per decoder step
                 self.taken = queue.Queue(maxsize=max(1, self.ahead))
                 threading.Thread(target=self._drain, daemon=True, name="seq2seq-manager-queue").start()
@@ -123,6 +128,9 @@ class DatagramQueue:
             except Exception:  # the Manager is gone: the server is shutting down
                 item = _SENTINEL_VALUE
             self.taken.put(item)
-            os.write(self.wake_w, b"x")
+            try:
+                os.write(self.wake_w, b"x")
+            except BlockingIOError:  # full: the reader wakes anyway
+                pass
             if item == _SENTINEL_VALUE:
                 return
