@@ -121,9 +121,13 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     return launch(cmd, port)
 
 
-def launch(cmd: list[str], port: int, name: str = "load.py") -> tuple[subprocess.Popen, str]:
-    """Run the server command and wait until ``/health`` answers 200; exit with a message if not."""
-    proc = subprocess.Popen(cmd, cwd=ROOT)
+def launch(
+    cmd: list[str], port: int, name: str = "load.py", root: Path = ROOT
+) -> tuple[subprocess.Popen, str]:
+    """Run the server command in ``root`` (its code first on the path) and wait until ``/health``
+    answers 200; exit with a message if not."""
+    env = {**os.environ, "PYTHONPATH": str(root)} if root != ROOT else None
+    proc = subprocess.Popen(cmd, cwd=root, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
