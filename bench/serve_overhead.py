@@ -5,9 +5,8 @@
 Starts ``python -m serve`` (as ``bench/load.py`` does) and loads the same checkpoint here with the
 worker's thread count. Each round and beam size measures, on the same Multi30k test sentences:
 
-1. in-process ``Translator.translate([s])``, one sentence at a time, alternating (in blocks of
-   ``--block`` sentences) with one HTTP client sending the same sentences one after another: the
-   p50 difference is the **HTTP overhead** (also given
+1. in-process ``Translator.translate([s])``, one sentence at a time, alternating with one HTTP
+   client sending the same sentence: the p50 difference is the **HTTP overhead** (also given
    paired: the median over sentences of each one's HTTP time minus its in-process time);
 2. in-process ``translate`` of the same sentences in batches of 16 (before and after), and 16
    concurrent HTTP clients (``bench/load.py``'s load) between: requests/s over the mean
@@ -41,9 +40,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beams", type=int, nargs="+", default=[1, 5], help="beam sizes (1 = greedy)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--singles", type=int, default=100, help="sentences sent one at a time per round")
-    p.add_argument(
-        "--block", type=int, default=10, help="sentences in-process, then the same over HTTP (1: one by one)"
-    )
     p.add_argument("--batched", type=int, default=320, help="sentences for the batch-16 / 16-client part")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--seconds", type=float, default=6.0, help="length of each 16-client load")
@@ -105,20 +101,16 @@ def one_round(translator: Translator, url: str, server_pid: int, texts: list[str
     local, remote, health = [], [], []
     with httpx.Client(base_url=url, timeout=120) as http:
         http.post("/translate", json={"text": singles[0], "beam_size": beam}).raise_for_status()
-        # alternating, so that both see the same load on a shared machine: in blocks, since right
-        # after 25-50 ms of torch in this process the client's own code runs cold (httpx ~1 ms slower)
-        for i in range(0, len(singles), args.block):
-            for text in singles[i : i + args.block]:
-                t0 = time.perf_counter()
-                translator.translate([text], **opts)
-                local.append(time.perf_counter() - t0)
-            for text in singles[i : i + args.block]:
-                t0 = time.perf_counter()
-                http.post("/translate", json={"text": text, "beam_size": beam}).raise_for_status()
-                remote.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                http.get("/health").raise_for_status()  # a round trip that never reaches the worker
-                health.append(time.perf_counter() - t0)
+        for text in singles:  # alternating, so that both see the same load on a shared machine
+            t0 = time.perf_counter()
+            translator.translate([text], **opts)
+            local.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            http.post("/translate", json={"text": text, "beam_size": beam}).raise_for_status()
+            remote.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            http.get("/health").raise_for_status()  # a round trip that never reaches the worker
+            health.append(time.perf_counter() - t0)
 
     def batches_of_16() -> float:
         t0 = time.perf_counter()
