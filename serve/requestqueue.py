@@ -75,7 +75,7 @@ class DatagramQueue:
             try:
                 self.sender.sendto(data, self.path)
                 return
-            except OSError:  # full (EAGAIN), or the socket is gone: the Manager queue takes it
+            except OSError:  # full (EAGAIN), too large here (EMSGSIZE), or gone: the Manager queue takes it
                 pass
         self.fallback.put(item, block, timeout)
 
