@@ -7,8 +7,8 @@ the Manager; about 1.5 ms of a lone request's time here. ``SocketTransport`` is 
 Unix socket per HTTP process in a private directory before LitServe forks them; each HTTP
 process accepts on its own socket in its event loop, and each worker thread connects once and
 writes length-prefixed pickles. A worker killed mid-message breaks only its own connection (the
-HTTP process drops it); a restarted worker connects afresh. Requests still go through LitServe's
-Manager queue, which any free worker may take from and which loses nothing when a worker dies.
+HTTP process drops it); a restarted worker connects afresh. Requests go the other way as
+datagrams on one socket that every worker reads (``serve/requestqueue.py``).
 """
 
 from __future__ import annotations
