@@ -18,7 +18,6 @@ import argparse
 import http.client
 import json
 import signal
-import socket
 import statistics
 import sys
 import time
@@ -26,11 +25,10 @@ from pathlib import Path
 
 import httpx
 import torch
-from load import launch
+from load import ROOT, free_port, launch
 
 from seq2seq.translator import Translator
 
-ROOT = Path(__file__).resolve().parents[1]
 TEXT = "Ein Mann fährt Fahrrad."
 
 
@@ -46,9 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def start(root: Path, args: argparse.Namespace) -> tuple:
     """``python -m serve`` from ``root``: one worker with one thread."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [
         sys.executable, "-m", "serve", "--checkpoint", args.checkpoint, "--port", str(port),
         "--threads", "1", "--log-level", "warning", *(["--pin-cpus"] if args.pin_cpus else []),

@@ -105,10 +105,14 @@ class MemorySampler(threading.Thread):
 
 
 # -- server ----------------------------------------------------------------------------------
-def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    port = free_port()
     cmd = [
         sys.executable, "-m", "serve", "--checkpoint", args.checkpoint, "--port", str(port),
         "--workers", str(args.workers), "--threads", str(args.threads),

@@ -38,7 +38,7 @@ class FastTranslate:
         app: ASGIApp,
         path: str,
         route: Any,
-        handle: Callable[[TranslateRequest], Awaitable[Any]],
+        handle: Callable[[TranslateRequest], Awaitable[TranslateResponse]],
         authorize: Callable[[Request], Awaitable[None]],
     ) -> None:
         self.app, self.path, self.route = app, path, route  # the route labels the request's metrics
@@ -72,8 +72,6 @@ class FastTranslate:
         if request is None:  # FastAPI answers it, in its own words
             await self.app(scope, _replay(messages, receive), send)
             return
-        if not isinstance(response, TranslateResponse):  # FastAPI validates what the route returns
-            response = TranslateResponse.model_validate(response)
         body = response.__pydantic_serializer__.to_json(response)
         await send(
             {
