@@ -7,7 +7,10 @@ worker's thread count. Each round and beam size measures, on the same Multi30k t
 
 1. in-process ``Translator.translate([s])``, one sentence at a time, alternating with one HTTP
    client sending the same sentence: the p50 difference is the **HTTP overhead** (also given
-   paired: the median over sentences of each one's HTTP time minus its in-process time);
+   paired: the median over sentences of each one's HTTP time minus its in-process time). Two
+   clients send each sentence, each right after its own in-process translate: httpx, and the
+   standard library's ``http.client``, which itself costs about 1 ms less per request here
+   (``bench/http_path.py``);
 2. in-process ``translate`` of the same sentences in batches of 16 (before and after), and 16
    concurrent HTTP clients (``bench/load.py``'s load) between: requests/s over the mean
    in-process sentences/s is the **16-client ratio**.
@@ -20,12 +23,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import signal
 import statistics
 import time
+from contextlib import closing
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import torch
@@ -91,6 +97,12 @@ def batch_totals(url: str) -> dict[str, float]:
     return totals
 
 
+def stdlib_client(url: str) -> http.client.HTTPConnection:
+    """A keep-alive connection of the standard library's client to the server at ``url``."""
+    parts = urlsplit(url)
+    return http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+
+
 def p50_ms(times: list[float]) -> float:
     return round(1000 * statistics.median(times), 2)
 
@@ -98,16 +110,30 @@ def p50_ms(times: list[float]) -> float:
 def one_round(translator: Translator, url: str, server_pid: int, texts: list[str], beam: int, args) -> dict:
     opts = {"beam_size": beam, "max_length": 256}  # the server's default max_length
     singles, batched = texts[: args.singles], texts[: args.batched]
-    local, remote, health = [], [], []
-    with httpx.Client(base_url=url, timeout=120) as http:
-        http.post("/translate", json={"text": singles[0], "beam_size": beam}).raise_for_status()
-        for text in singles:  # alternating, so that both see the same load on a shared machine
-            t0 = time.perf_counter()
-            translator.translate([text], **opts)
-            local.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            http.post("/translate", json={"text": text, "beam_size": beam}).raise_for_status()
-            remote.append(time.perf_counter() - t0)
+    health = []
+    remote: dict[str, list[float]] = {"httpx": [], "http.client": []}
+    local: dict[str, list[float]] = {client: [] for client in remote}  # the translate before each request
+    with httpx.Client(base_url=url, timeout=120) as http, closing(stdlib_client(url)) as conn:
+
+        def send(client: str, text: str) -> None:
+            body = {"text": text, "beam_size": beam}
+            if client == "httpx":
+                http.post("/translate", json=body).raise_for_status()
+                return
+            conn.request("POST", "/translate", json.dumps(body), {"Content-Type": "application/json"})
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == 200, answer.status
+
+        send("httpx", singles[0]), send("http.client", singles[0])
+        for i, text in enumerate(singles):  # alternating, so that all see the same load on a shared machine
+            for client in list(remote)[:: 1 if i % 2 else -1]:  # each client first in turn
+                t0 = time.perf_counter()  # each request right after its own in-process translate
+                translator.translate([text], **opts)
+                local[client].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                send(client, text)
+                remote[client].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             http.get("/health").raise_for_status()  # a round trip that never reaches the worker
             health.append(time.perf_counter() - t0)
@@ -131,11 +157,17 @@ def one_round(translator: Translator, url: str, server_pid: int, texts: list[str
     local_sps = (before + batches_of_16()) / 2
     row = {
         "beam": beam,
-        "inprocess_p50_ms": p50_ms(local),
-        "http_p50_ms": p50_ms(remote),
-        "overhead_ms": round(p50_ms(remote) - p50_ms(local), 2),
+        "inprocess_p50_ms": p50_ms(local["httpx"] + local["http.client"]),
+        "http_p50_ms": p50_ms(remote["httpx"]),
+        "overhead_ms": round(p50_ms(remote["httpx"]) - p50_ms(local["httpx"]), 2),
         # the same, sentence by sentence: steadier when the machine's speed drifts between rounds
-        "paired_overhead_ms": p50_ms([h - i for h, i in zip(remote, local, strict=True)]),
+        "paired_overhead_ms": p50_ms([h - i for h, i in zip(remote["httpx"], local["httpx"], strict=True)]),
+        # the standard library's client: what the server costs with a client that costs little itself
+        "stdlib_http_p50_ms": p50_ms(remote["http.client"]),
+        "stdlib_overhead_ms": round(p50_ms(remote["http.client"]) - p50_ms(local["http.client"]), 2),
+        "stdlib_paired_overhead_ms": p50_ms(
+            [h - i for h, i in zip(remote["http.client"], local["http.client"], strict=True)]
+        ),
         "health_p50_ms": p50_ms(health),
         "inprocess_batch16_per_s": round(local_sps, 1),
         "http_clients_per_s": loaded["requests_per_s"],
@@ -176,21 +208,25 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{cores} cores, {torch.get_num_threads()} torch threads in-process, {threads} per server worker, "
           f"{args.workers} worker(s), "
           f"{args.clients} clients; load average before {load_before[0]:.2f}, after {load_after[0]:.2f}")  # fmt: skip
-    print(f"{'beam':>4} {'in-proc p50':>11} {'HTTP p50':>9} {'overhead':>9} {'paired':>7} {'batch-16/s':>10} "
-          f"{f'{args.clients} clients/s':>13} {'ratio':>6} {'errors':>6} {'client cores':>12} {'/health p50':>11}")  # fmt: skip
+    print(f"{'beam':>4} {'in-proc p50':>11} {'client':>11} {'HTTP p50':>9} {'overhead':>9} {'paired':>7} "
+          f"{'batch-16/s':>10} {f'{args.clients} clients/s':>13} {'ratio':>6} {'errors':>6} {'client cores':>12} "
+          f"{'/health p50':>11}")  # fmt: skip
     summary = []
     for beam in args.beams:
         mine = [r for r in rows if r["beam"] == beam]
         med = {k: statistics.median(r[k] for r in mine) for k in mine[0] if k not in ("round", "beam")}
         med["errors"] = sum(r["errors"] for r in mine)
         summary.append({"beam": beam, **med})
-        print(f"{beam:>4} {med['inprocess_p50_ms']:>9.1f}ms {med['http_p50_ms']:>7.1f}ms "
-              f"{med['overhead_ms']:>7.1f}ms {med['paired_overhead_ms']:>5.1f}ms {med['inprocess_batch16_per_s']:>10.1f} "
-              f"{med['http_clients_per_s']:>13.1f} {med['ratio']:>6.2f} {med['errors']:>6} "
-              f"{med['client_cores']:>12.2f} {med['health_p50_ms']:>9.2f}ms")  # fmt: skip
-    print(f"medians over {args.rounds} rounds; overhead = HTTP p50 - in-process p50 (one client), paired = "
-          "median of each sentence's HTTP - in-process time; "
-          f"ratio = {args.clients}-client requests/s / in-process batch-16 sentences/s")  # fmt: skip
+        for client, prefix in (("httpx", ""), ("http.client", "stdlib_")):
+            http_p50, overhead, paired = (
+                med[prefix + k] for k in ("http_p50_ms", "overhead_ms", "paired_overhead_ms")
+            )
+            print(f"{beam:>4} {med['inprocess_p50_ms']:>9.1f}ms {client:>11} {http_p50:>7.1f}ms {overhead:>7.1f}ms "
+                  f"{paired:>5.1f}ms {med['inprocess_batch16_per_s']:>10.1f} {med['http_clients_per_s']:>13.1f} "
+                  f"{med['ratio']:>6.2f} {med['errors']:>6} {med['client_cores']:>12.2f} {med['health_p50_ms']:>9.2f}ms")  # fmt: skip
+    print(f"medians over {args.rounds} rounds; overhead = HTTP p50 - in-process p50 (one client, httpx or the "
+          "standard library's http.client, alternating), paired = median of each sentence's HTTP - in-process "
+          f"time; ratio = {args.clients}-client requests/s / in-process batch-16 sentences/s")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "summary": summary}, indent=2) + "\n")
 

@@ -198,7 +198,8 @@ class ContinuousLoop(AdaptiveBatchedLoop):
             except Empty:
                 break
             self._take(item, lit_api, transport, payloads, timed_out)
-        self.outbox.flush(transport)
+        if payloads or timed_out:  # their START notices
+            self.outbox.flush(transport)
         return payloads, timed_out
 
     def translate_batch(

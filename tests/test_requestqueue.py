@@ -4,6 +4,7 @@ queue, spawned readers as LitServe spawns its inference workers."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import time
 from pathlib import Path
@@ -79,3 +80,21 @@ def test_a_waiting_reader_wakes_for_a_request_and_times_out_without_one(manager,
         assert requests.get(timeout=20) == item, path
         assert time.monotonic() - began < 5, path  # woken by it, not by a timeout going round
         sender.join(timeout=10)
+
+
+def test_a_reader_that_does_not_wait_gets_what_the_drain_thread_holds(manager, tmp_path: Path) -> None:
+    """Between decoder steps the worker only looks (``get_nowait``): what the Manager queue handed to
+    the drain thread must come even after a waiting ``get`` has read the thread's wake-ups."""
+    requests = DatagramQueue(manager.Queue(), str(tmp_path / "requests.sock"))
+    with pytest.raises(queue.Empty):
+        requests.get_nowait()  # starts the drain thread
+    batch = [(0, f"big-{i}", 0.0, "z" * (MAX_DATAGRAM + 1)) for i in range(3)]
+    for item in batch:  # too large for a datagram: through the Manager queue
+        requests.put(item)
+    deadline = time.monotonic() + 20
+    while requests.taken.qsize() < len(batch) and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling the thread's progress, not waiting for a duration
+    os.read(requests.wake_r, 4096)  # as a waiting get does when it wakes
+    assert [requests.get_nowait() for _ in batch] == batch
+    with pytest.raises(queue.Empty):
+        requests.get_nowait()
