@@ -1,10 +1,12 @@
 """``--pin-cpus``: each inference worker gets cores of its own, the HTTP processes the others.
 
 A worker decoding with one torch thread wants one core, all of the time; the HTTP processes, the
-Manager and the clients wake up for every request. Left to the scheduler they land on the
-worker's core often enough to cost it: with 16 clients on 2 cores, pinning the worker to one
-core and the rest to the other raised throughput from 0.85-0.89 to 0.90-0.98 of the in-process
-batch-16 figure (README, "Results").
+Manager and the clients wake up for every request. Left to the scheduler, the worker moves between
+cores as they do and starts cold on each: with 16 clients on 2 cores (greedy, one server,
+affinities set with ``taskset`` between 10-s loads), pinning only the worker to one core raised
+throughput from 128-131 to 156-158 requests/s, pinning only the other processes away from it
+lowered it to 110-112, both 152-155 (README, "Results"). Pinning the worker is what counts; the
+rest get the other cores so that they never wait behind it.
 LitServe has no affinity setting, hence this module (``os.sched_setaffinity``).
 """
 
