@@ -125,7 +125,8 @@ def one_round(translator: Translator, url: str, server_pid: int, texts: list[str
             answer.read()
             assert answer.status == 200, answer.status
 
-        send("httpx", singles[0]), send("http.client", singles[0])
+        for client in remote:  # warm-up: both connections open
+            send(client, singles[0])
         for i, text in enumerate(singles):  # alternating, so that all see the same load on a shared machine
             for client in list(remote)[:: 1 if i % 2 else -1]:  # each client first in turn
                 t0 = time.perf_counter()  # each request right after its own in-process translate

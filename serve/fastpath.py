@@ -27,6 +27,7 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.api import TranslatorAPI, _is_json, http_error
+from serve.ltbody import replay
 from serve.schemas import TranslateRequest, TranslateResponse
 
 
@@ -70,7 +71,7 @@ class FastTranslate:
             await (await http_error(Request(scope), e))(scope, receive, send)
             return
         if request is None:  # FastAPI answers it, in its own words
-            await self.app(scope, _replay(messages, receive), send)
+            await self.app(scope, replay(messages, receive), send)
             return
         body = response.__pydantic_serializer__.to_json(response)
         await send(
@@ -92,13 +93,6 @@ async def _read(receive: Receive) -> list[Message]:
     while messages[-1]["type"] == "http.request" and messages[-1].get("more_body"):
         messages.append(await receive())
     return messages
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    async def replay() -> Message:
-        return messages.pop(0) if messages else await receive()
-
-    return replay
 
 
 def install_fast_path(server: LitServer, lit_api: TranslatorAPI) -> None:

@@ -65,7 +65,7 @@ class LibreTranslateDispatch:
         while more and size <= self.max_body:
             message = await receive()
             if message["type"] != "http.request":  # the client went away
-                await self.app(scope, _replay([message], receive), send)
+                await self.app(scope, replay([message], receive), send)
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
@@ -77,14 +77,16 @@ class LibreTranslateDispatch:
             path = PREFIX + "/translate"
             scope = {**scope, "path": path, "raw_path": path.encode()}
         replayed = {"type": "http.request", "body": body, "more_body": more}
-        await self.app(scope, _replay([replayed], receive), send)
+        await self.app(scope, replay([replayed], receive), send)
 
 
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    async def replay() -> Message:
+def replay(messages: list[Message], receive: Receive) -> Receive:
+    """A ``receive`` that gives ``messages`` (a body already read) first, then the client's own."""
+
+    async def replayed() -> Message:
         return messages.pop(0) if messages else await receive()
 
-    return replay
+    return replayed
 
 
 async def read_body(request: Request) -> dict:

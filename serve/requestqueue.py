@@ -90,9 +90,7 @@ class DatagramQueue:
             ready = self.poller.poll(0)
             if not ready:
                 raise queue.Empty
-            for fd, _ in ready:  # wake-ups for requests already taken: read, or no look is quick again
-                if fd == self.wake_r:
-                    os.read(self.wake_r, 4096)
+            self._read_wakeups(ready)  # for requests already taken: or no look is quick again
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
@@ -106,9 +104,12 @@ class DatagramQueue:
             wait = None if deadline is None else deadline - time.monotonic()
             if not block or (wait is not None and wait <= 0):
                 raise queue.Empty
-            for fd, _ in self.poller.poll(None if wait is None else 1000 * wait):
-                if fd == self.wake_r:
-                    os.read(self.wake_r, 4096)
+            self._read_wakeups(self.poller.poll(None if wait is None else 1000 * wait))
+
+    def _read_wakeups(self, ready: list[tuple[int, int]]) -> None:
+        """Empty the drain thread's pipe if ``poll`` found it readable (``taken`` is checked anyway)."""
+        if any(fd == self.wake_r for fd, _ in ready):
+            os.read(self.wake_r, 4096)
 
     def get_nowait(self) -> Any:
         return self.get(block=False)
