@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="inference processes, each with its own model")
     p.add_argument(
         "--threads", type=int, default=0,
-        help="torch threads per worker (default: cores // workers; 1 is better on a busy machine)",
+        help="torch threads per worker (default: cores // workers; continuous greedy steps use one "
+             "fewer, beam steps all; 1 is better on a busy machine)",
     )  # fmt: skip
     p.add_argument(
         "--pin-cpus", action="store_true",

@@ -113,10 +113,11 @@ class TranslatorAPI(ls.LitAPI):
         import torch
 
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        torch.set_num_threads(self.threads or max(1, (cores or 1) // self.workers))
+        threads = self.threads or max(1, (cores or 1) // self.workers)
+        torch.set_num_threads(threads)
         # device: "cpu", or "cuda:N" when the server runs with --device cuda (or auto on a GPU machine)
         self.translators = self.catalog.load_translators(self.quantize, device)
-        self.streamed = StreamedJobs(self.translators)
+        self.streamed = StreamedJobs(self.translators, threads)
 
     async def authorize(self, request: Request) -> None:
         """FastAPI dependency of every route LitServe registers; checks ``X-API-Key`` if a key is set."""

@@ -12,6 +12,14 @@ batch at once, runs one decoder step of every stream, and answers the requests w
 ended. When nothing is decoding it collects the first batch as ``AdaptiveBatchedLoop`` does.
 LitServe's loop runs decode, predict and encode per batch, with no hook for a request that is
 answered later than the batch it came in; hence this loop.
+
+Greedy steps run on one torch thread fewer than the worker has (one on 2 cores). A greedy step of
+16 sentences gains little from a second thread (in-process, batch 16: 175-191 against 229-230
+sentences/s; batch 1: 48-64 against 42-44), while the HTTP processes, which have a greedy
+request to answer every few steps, then wait for the core: on 2 cores, 16 greedy clients got
+107-113 requests/s with both threads and 129-138 with one (``bench/load.py``, README "Results").
+Beam steps carry five rows per sentence and keep every thread (in-process, 4 sentences:
+43-48 against 59-63 sentences/s; under 16 clients 70-75 against 73-88 requests/s).
 """
 
 from __future__ import annotations
@@ -43,8 +51,10 @@ class StreamedJobs:
     """The jobs being decoded continuously: one stream per model and search (greedy, or beam search
     with its beam size, n-best and length penalty), and each job's finished sentences."""
 
-    def __init__(self, translators: dict[str, Translator]) -> None:
+    def __init__(self, translators: dict[str, Translator], threads: int = 1) -> None:
         self.translators = translators
+        self.threads = threads  # torch threads of the worker: beam steps and batches use them all
+        self.greedy_threads = max(1, threads - 1)  # greedy steps leave a core to the HTTP side (above)
         self.streams: dict[tuple, Stream] = {}  # (model, beam size, n-best, alpha) -> its stream
         self.jobs: dict[Ticket, tuple[Job, list[list[int]], list[Translation | None]]] = {}
         self.admitted: list[int] = [0, 0]  # requests and texts since the last batch metric
@@ -97,6 +107,8 @@ class StreamedJobs:
 
     def step(self) -> list[tuple[Ticket, JobResult]]:
         """One decoder step of every stream; the jobs whose last sentence ended, with their results."""
+        import torch
+
         from seq2seq.translator import Translation
         from serve.api import JobResult
 
@@ -106,6 +118,7 @@ class StreamedJobs:
             if not stream:  # made again when needed: per-request options must not pile up streams
                 del self.streams[search]
                 continue
+            torch.set_num_threads(self.greedy_threads if search[1] == 1 else self.threads)
             translator = self.translators[search[0]]
             for (ticket, i), hypotheses in stream.step():
                 job, ids, out = self.jobs[ticket]
@@ -115,6 +128,7 @@ class StreamedJobs:
                     del self.jobs[ticket]
                     metrics.observe_translations(search[0], out)
                     answered.append((ticket, JobResult(job.route, out)))
+        torch.set_num_threads(self.threads)  # for batches (attention, pivots)
         self.busy += time.perf_counter() - began
         return answered
 

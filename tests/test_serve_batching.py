@@ -26,6 +26,7 @@ from seq2seq import commands
 from seq2seq.corpus import generate_pairs
 from seq2seq.translator import Translator
 from serve.batching import RECENT, AdaptiveBatchedLoop
+from serve.continuous import StreamedJobs
 from serve.transport import SocketTransport
 
 WINDOW = 0.5  # a batch window far longer than a tiny-model translation
@@ -215,6 +216,41 @@ def metric_sums(url: str, *names: str) -> list[float]:
             if sample.name in found:
                 found[sample.name] += sample.value
     return [found[name] for name in names]
+
+
+class ThreadsSeen:
+    """A stream stand-in: records the torch threads each of its steps ran with, ends nothing."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def __len__(self) -> int:
+        return 1
+
+    def step(self) -> list:
+        self.seen.append(torch.get_num_threads())
+        return []
+
+
+@pytest.mark.parametrize(("threads", "greedy"), [(2, 1), (3, 2), (1, 1)])
+def test_greedy_steps_leave_a_thread_and_beam_steps_and_batches_get_them_all(
+    threads: int, greedy: int
+) -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        jobs = StreamedJobs({"m": None}, threads)
+        greedy_stream, beam_stream = ThreadsSeen(), ThreadsSeen()
+        jobs.streams = {("m", 1, 1, 0.0): greedy_stream, ("m", 5, 1, 1.0): beam_stream}
+        assert jobs.step() == []
+        # after the step, batches (attention, pivots) get every thread again
+        assert (greedy_stream.seen, beam_stream.seen, torch.get_num_threads()) == (
+            [greedy],
+            [threads],
+            threads,
+        )
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_no_continuous_batches_greedy_requests_with_the_same_answers(
