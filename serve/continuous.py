@@ -13,13 +13,14 @@ ended. When nothing is decoding it collects the first batch as ``AdaptiveBatched
 LitServe's loop runs decode, predict and encode per batch, with no hook for a request that is
 answered later than the batch it came in; hence this loop.
 
-Greedy steps run on one torch thread fewer than the worker has (one on 2 cores). A greedy step of
-16 sentences gains little from a second thread (in-process, batch 16: 175-191 against 229-230
-sentences/s; batch 1: 48-64 against 42-44), while the HTTP processes, which have a greedy
-request to answer every few steps, then wait for the core: on 2 cores, 16 greedy clients got
-107-113 requests/s with both threads and 129-138 with one (``bench/load.py``, README "Results").
+Greedy steps run on one torch thread fewer than the worker has (one on 2 cores). In-process, a
+second thread speeds a batch of 16 greedy sentences up by a fifth to a quarter (175-191 to 229-230
+sentences/s) and slows a lone one (48-64 to 42-44); in the server it costs more than it gives,
+since the HTTP processes, with a greedy answer to send every few steps, then wait for the core:
+on 2 cores, 16 greedy clients got 107-113 requests/s with both threads and 129-138 with one
+(``bench/load.py``, README "Results").
 Beam steps carry five rows per sentence and keep every thread (in-process, 4 sentences:
-43-48 against 59-63 sentences/s; under 16 clients 70-75 against 73-88 requests/s).
+43-48 against 59-63 sentences/s; 16 clients: 65-77 requests/s with one thread, 68-88 with two).
 """
 
 from __future__ import annotations
