@@ -20,10 +20,11 @@ from torch.utils.data import DataLoader
 
 from seq2seq.batching import TokenBatchSampler, make_batches, padding_stats
 from seq2seq.cli import train_main
+from seq2seq.corpus import generate_pairs
 from seq2seq.data import TranslationDataModule
 from seq2seq.sources import CorpusError
 from seq2seq.streaming import StreamingBatches
-from seq2seq.tokenizer import EOS_ID, PAD_ID, UNK_ID
+from seq2seq.tokenizer import EOS_ID, LIST_CALL_MIN, PAD_ID, UNK_ID, Tokenizer
 
 datasets.disable_progress_bars()
 TINY = {"source": "builtin", "src_lang": "en", "tgt_lang": "fr", "builtin_sizes": (600, 40, 40),
@@ -42,6 +43,18 @@ def sentences(dm: TranslationDataModule, ids: torch.Tensor, side: str = "src") -
 
 
 # -- SentencePiece options and the cache ---------------------------------------------------------
+def test_tokenizer_answers_lists_of_any_length_as_sentencepiece_list_calls_do() -> None:
+    """Short lists go one string at a time (tokenizer.py): the same ids and texts as one list call."""
+    pairs = generate_pairs("en", "fr", 300)
+    tok = Tokenizer.train([s for s, _ in pairs], vocab_size=150)
+    texts = ["", "  two  spaces ", "ж ü unknown"] + [s for s, _ in pairs]
+    for n in (1, 3, 5, LIST_CALL_MIN - 1, LIST_CALL_MIN, 200):
+        ids = tok.encode(texts[:n])
+        assert ids == tok.sp.encode(texts[:n])
+        assert tok.decode(ids) == tok.sp.decode(ids)
+    assert tok.encode([]) == tok.decode([]) == []
+
+
 def test_joint_and_separate_vocabularies(tmp_path: Path) -> None:
     separate, joint = tiny(tmp_path), tiny(tmp_path, joint_vocab=True)
     assert separate.src_tokenizer.model_proto != separate.tgt_tokenizer.model_proto
