@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn
 
-from serve.checkpoint import check_checkpoints_isolated
+from serve.worker.checkpoint import check_checkpoints_isolated
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the only hosts LitServe accepts
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cpus = None
     if args.pin_cpus:
-        from serve.affinity import CpuPlan
+        from serve.worker.affinity import CpuPlan
 
         try:
             cpus = CpuPlan.make(args.workers, args.threads or None)
@@ -169,10 +169,10 @@ def main(argv: list[str] | None = None) -> None:
     metas, error = check_checkpoints_isolated(checkpoint_files(args.checkpoint), args.device, args.quantize)
     if error is not None:
         fail(error)
-    from serve.models import Catalog, configure_catalog
+    from serve.catalog import Catalog
 
     try:
-        catalog = configure_catalog(Catalog.from_metadata(metas))
+        catalog = Catalog.from_metadata(metas)
     except ValueError as e:
         fail(str(e))
     if not port_free(args.host, args.port):
@@ -182,59 +182,11 @@ def main(argv: list[str] | None = None) -> None:
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="seq2seq-metrics-")
     atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
 
-    from serve import logs, metrics, openapi
-    from serve.api import TranslatorAPI, install_error_handlers
-    from serve.detect import Detector
-    from serve.fastpath import install_fast_path
-    from serve.languages import install_languages_route
-    from serve.libretranslate import install_libretranslate
-    from serve.lifecycle import SupervisedServer
-    from serve.ratelimit import RateLimiter, RateLimitMiddleware
-    from serve.schemas import configure_limits
-    from serve.web import install_web
+    from serve.app import build_server
+    from serve.ops import logs
 
     log_config = logs.configure(args.log_format, args.log_level)
-
-    limits = configure_limits(max_chars=args.max_chars, max_texts=args.max_texts,
-                              max_beam=args.max_beam, max_length=args.max_length)  # fmt: skip
-    metadata = {
-        "models": [
-            {k: v for k, v in meta.items() if k not in ("path", "src_spm")} | {"quantize": args.quantize}
-            for meta in catalog.models.values()
-        ],
-        "pairs": catalog.describe_pairs(),
-        "limits": vars(limits),
-    }
-    # worst case: every character a 6-byte JSON escape, plus room for the options
-    max_payload = args.max_texts * (6 * args.max_chars + 8) + 65536
-    api = TranslatorAPI(
-        catalog, quantize=args.quantize, workers=args.workers, threads=args.threads or None,
-        api_key=args.api_key, max_length=args.max_length,
-        max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout, continuous=args.continuous,
-        cpus=cpus,
-    )  # fmt: skip
-    # before LitServe forks its HTTP processes: they all count in this shared table
-    middlewares = [(metrics.MetricsMiddleware, {"access_log": args.log_format == "json"})]
-    if args.req_limit > 0:  # inside the metrics middleware, which then counts the 429s
-        middlewares.insert(0, (RateLimitMiddleware, {"limiter": RateLimiter(args.req_limit)}))
-    server = SupervisedServer(
-        api,
-        accelerator=metas[0]["device"],  # "cpu" or "cuda", as the check resolved --device
-        workers_per_device=args.workers,
-        timeout=args.timeout,
-        model_metadata=metadata,
-        max_payload_size=max_payload,
-        middlewares=middlewares,
-    )
-    install_error_handlers(server.app)
-    install_fast_path(server, api)
-    install_languages_route(server.app, catalog)
-    install_libretranslate(server.app, catalog, Detector(catalog.source_models()), args.api_key, max_payload)
-    install_web(server.app)  # the page at / and offline /docs
-    metrics.add_metrics_route(server.app, api.authorize)
-    openapi.document(
-        server.app, [api.api_path], api.authorize if args.api_key else None, rate_limited=args.req_limit > 0
-    )
+    server = build_server(args, catalog, metas[0]["device"], cpus)
     uvicorn_logs = {"log_config": log_config, "access_log": False} if log_config else {}
     # SIGINT too: a shell starts background jobs with SIGINT ignored, and Ctrl+C must still work
     signal.signal(signal.SIGTERM, _on_signal)

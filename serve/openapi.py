@@ -5,8 +5,8 @@ plain-text ``/health`` as JSON. ``document`` wraps ``app.openapi`` and adds, fro
 routes themselves: for the routes LitServe serves through inference workers 400, 413, 415, our 422
 shape, 503 and 504; 401 for every route that checks the API key (when one is set); 429 on the
 rate-limited routes (with ``--req-limit``); and the plain-text bodies. Routes added with their own error documentation (LibreTranslate's) keep it, and
-the root ``/translate``, which also takes LibreTranslate's bodies (see ``serve/ltbody.py``), gets
-theirs as alternatives. The request models describe themselves (see ``serve/schemas.py``).
+the root ``/translate``, which also takes LibreTranslate's bodies (``serve.libretranslate.fields``),
+gets theirs as alternatives. The request models describe themselves (``serve.native.schemas``).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve.api import OPEN_PATHS
-from serve.lifecycle import RETRY_AFTER_S
-from serve.ltbody import PREFIX
-from serve.ltschema import ERROR
-from serve.ratelimit import LIBRETRANSLATE_PATHS, NATIVE_PATHS
+from serve.libretranslate.fields import PATHS as LIBRETRANSLATE_PATHS
+from serve.libretranslate.fields import PREFIX
+from serve.libretranslate.schema import ERROR
+from serve.worker.api import OPEN_PATHS
+from serve.worker.supervisor import RETRY_AFTER_S
 
 
 class ErrorMessage(BaseModel):
@@ -189,8 +189,8 @@ def document(
                     responses.update(BODY_ERRORS | WORKER_ERRORS)
                 if path in keyed:
                     responses.update(UNAUTHORIZED)
-                if rate_limited and path in NATIVE_PATHS | LIBRETRANSLATE_PATHS:
-                    responses.update(TOO_MANY if path in NATIVE_PATHS else TOO_MANY_LIBRETRANSLATE)
+                if rate_limited and path in worker_paths | LIBRETRANSLATE_PATHS:
+                    responses.update(TOO_MANY if path in worker_paths else TOO_MANY_LIBRETRANSLATE)
         if "/translate" in schema["paths"] and PREFIX + "/translate" in schema["paths"]:
             _either(schema["paths"]["/translate"]["post"], schema["paths"][PREFIX + "/translate"]["post"])
         return schema

@@ -1,4 +1,4 @@
-"""``--pin-cpus`` (serve/affinity.py): the worker runs on cores of its own, every other process of
+"""``--pin-cpus`` (serve/worker/affinity.py): the worker runs on cores of its own, every other process of
 the server on the rest, read back from the kernel; translations unchanged; impossible plans refused."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from test_serve import MAX_LENGTH, ROOT, free_port, same, start_server
 
 from seq2seq.translator import Translator
-from serve.affinity import CpuPlan
+from serve.worker.affinity import CpuPlan
 
 CORES = sorted(os.sched_getaffinity(0))
 
@@ -59,8 +59,8 @@ def test_pinned_worker_has_its_core_and_translates_as_before(tiny_checkpoint: Pa
         assert len(workers) == 1, masks  # the inference worker, alone on the first core
         worker = workers[0]
         threads = [int(t.name) for t in Path(f"/proc/{worker}/task").iterdir()]
-        # its other threads too (the Manager queue's drain thread, torch's)
-        assert len(threads) >= 2 and all(allowed(t) == {CORES[0]} for t in threads)
+        # its other threads too (torch's, when it has more than one)
+        assert threads and all(allowed(t) == {CORES[0]} for t in threads)
         others = {pid: mask for pid, mask in masks.items() if pid != worker}
         named = {pid: (mask, Path(f"/proc/{pid}/cmdline").read_text()[:90]) for pid, mask in others.items()}
         assert len(others) >= 3 and all(mask == set(CORES[1:]) for mask in others.values()), named

@@ -13,10 +13,11 @@ from libretranslatepy import LibreTranslateAPI
 from test_serve import MAX_LENGTH, Server, failed_starts, start_server
 
 from seq2seq.translator import Translator
-from serve.api import DecodeOptions, Job, TranslatorAPI
-from serve.checkpoint import check_checkpoint
-from serve.markup import split_html
-from serve.models import Catalog
+from serve.catalog import Catalog
+from serve.libretranslate.markup import split_html
+from serve.worker.api import TranslatorAPI
+from serve.worker.checkpoint import check_checkpoint
+from serve.worker.jobs import DecodeOptions, Job
 
 KEY = "k3y"
 LANGUAGES = [
@@ -240,6 +241,7 @@ def test_openapi_documents_exactly_the_pairs_answered(server: Server) -> None:
             assert r.status_code == (200 if (source, target) in documented else 400), (source, target, r.text)
 
 
+JSON = {"content-type": "application/json"}
 BAD = {
     "empty-q": ({"json": {"q": "", "source": "en", "target": "fr"}}, "missing q"),
     "no-q-form": ({"data": {"q": "", "source": "en", "target": "fr"}}, "missing q"),
@@ -268,6 +270,8 @@ BAD = {
     "bad-json": ({"content": b'{"q": "a", ', "headers": {"content-type": "application/json"}}, "JSON"),
     "not-utf8": ({"content": b'{"q": "\xff", "source": "en", "target": "fr"}'}, "JSON"),
     "array": ({"json": ["q"]}, "object"),
+    "deep-list": ({"content": b"[" * 100_000 + b"]" * 100_000, "headers": JSON}, "nested more than 200"),
+    "deep-object": ({"content": b'{"q": ' * 5000 + b'"a"' + b"}" * 5000, "headers": JSON}, "nested"),
 }
 
 
@@ -275,7 +279,7 @@ def _applies(case: str, path: str) -> bool:
     """Root /translate sends only recognisable LibreTranslate bodies here (the native API answers
     the rest, see test_serve); /detect reads only q."""
     if path == "/translate":
-        return case not in ("bad-json", "array", "not-utf8")
+        return case not in ("bad-json", "array", "not-utf8", "deep-list", "deep-object")  # native's
     if path == "/detect":
         return case not in ("no-target", "format") and "alternatives" not in case
     return True

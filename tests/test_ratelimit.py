@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_serve import Server, descendants, start_server
 
 from serve.__main__ import parse_args
-from serve.ratelimit import RateLimiter
+from serve.ops.ratelimit import RateLimiter
 
 KEY = "k3y"
 LIMIT = 3

@@ -21,10 +21,11 @@ import torch
 from seq2seq.corpus import generate_pairs
 from seq2seq.tokenizer import EOS_ID
 from seq2seq.translator import CheckpointError, Translator
-from serve.api import DecodeOptions, Job, TranslatorAPI
-from serve.checkpoint import check_checkpoint
-from serve.models import Catalog
-from serve.schemas import TranslateRequest
+from serve.catalog import Catalog
+from serve.native.schemas import TranslateRequest
+from serve.worker.api import TranslatorAPI
+from serve.worker.checkpoint import check_checkpoint
+from serve.worker.jobs import DecodeOptions, Job
 
 ROOT = Path(__file__).resolve().parents[1]
 START_DEADLINE = 240.0  # seconds; start-up is ~5 s idle, far more on a busy 2-core machine
@@ -281,7 +282,7 @@ def test_predict_groups_requests_by_options(tiny_checkpoint: Path, translator: T
         Job(sentences[4:6], greedy, route),
         Job(sentences[6:8], beam, route),
     ]
-    results = api.unbatch(api.predict(api.batch(jobs)))
+    results = api.predict(jobs)
     assert sorted(calls) == [3, 5]  # two option sets, all their texts in one call each
     for job, result in zip(jobs, results, strict=True):
         ref = translator.translate(
@@ -294,7 +295,7 @@ def test_predict_groups_requests_by_options(tiny_checkpoint: Path, translator: T
         assert [[h.text for h in t.hypotheses] for t in result.translations] == [
             [h.text for h in t.hypotheses] for t in ref
         ]
-    assert api.predict(jobs[1]).translations[0].source == sentences[3]  # max_batch_size=1: a single job
+    assert api.predict(jobs[1:2])[0].translations[0].source == sentences[3]
 
 
 # -- languages and pairs ---------------------------------------------------------------------
@@ -330,7 +331,7 @@ def test_a_text_never_gets_an_empty_translation(tiny_checkpoint: Path, tmp_path:
     api = TranslatorAPI(Catalog.from_metadata([check_checkpoint(str(path))]), threads=1)
     api.setup("cpu")
     job = api.decode_request(TranslateRequest(texts=sentences[:4], beam_size=3))
-    served = api.encode_response(api.predict(job))
+    served = api.encode_response(api.predict([job])[0])
     assert [t.text for t in served.translations] == [
         t.text for t in translator.translate(sentences[:4], beam_size=3)
     ]
@@ -381,6 +382,12 @@ BAD_INPUTS = {
         "not valid Unicode",
     ),
     "non-utf8-bytes": ({"content": b'{"text": "\xff\xfe"}', "headers": JSON}, 400, "UTF-8"),
+    "deep-list": ({"content": b"[" * 100_000 + b"]" * 100_000, "headers": JSON}, 422, "nested more than 200"),
+    "deep-object": (
+        {"content": b'{"a": ' * 5000 + b"1" + b"}" * 5000, "headers": JSON},
+        422,
+        "nested more than 200",
+    ),
     "oversize-body": (
         {"content": b'{"text": "' + b"a" * 600_000 + b'"}', "headers": JSON},
         413,
@@ -398,6 +405,45 @@ def test_bad_input_gets_4xx_json(server: Server, case: str) -> None:
     assert words in json.dumps(r.json(), ensure_ascii=False), r.text
     good = httpx.post(f"{server.url}/translate", json={"text": "twelve", "beam_size": 1}, timeout=30)
     assert good.status_code == 200 and good.json()["translations"][0]["text"]
+
+
+def test_a_too_deep_body_is_counted_as_a_4xx(server: Server) -> None:
+    """The deep body reaches the route (no 500 from a middleware), so /metrics counts its 422."""
+
+    def count() -> float:
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        line = 'seq2seq_http_requests_total{method="POST",path="/translate",status="422"}'
+        return sum(float(row.split()[-1]) for row in text.splitlines() if row.startswith(line))
+
+    before = count()
+    for _ in range(2):
+        r = httpx.post(f"{server.url}/translate", content=b"[" * 100_000, headers=JSON, timeout=30)
+        assert r.status_code == 422 and "nested" in r.json()["message"], r.text
+    assert count() == before + 2
+
+
+def test_a_body_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dispatch middleware's look at the body is the parse the native route uses."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from serve.libretranslate.fields import LibreTranslateDispatch
+    from serve.native import body
+
+    calls = []
+    parse = body.pydantic_core.from_json
+    monkeypatch.setattr(body.pydantic_core, "from_json", lambda raw: calls.append(raw) or parse(raw))
+    app = FastAPI()
+    app.router.route_class = body.JSONRoute
+
+    @app.post("/translate")
+    async def native(request: TranslateRequest) -> dict:
+        return {"texts": request.all_texts()}
+
+    app.add_middleware(LibreTranslateDispatch, max_body=10_000)
+    with TestClient(app) as client:
+        r = client.post("/translate", json={"texts": ["one", "two"]})
+    assert r.json() == {"texts": ["one", "two"]} and len(calls) == 1
 
 
 # -- metadata endpoints ----------------------------------------------------------------------
@@ -489,10 +535,9 @@ def test_no_key_needed_when_none_set(server: Server) -> None:
     assert r.status_code == 200
 
 
-def test_fast_path_answers_as_fastapi_does(server: Server, keyed_server: Server, sentences) -> None:
-    """serve/fastpath.py answers well-formed requests itself; a UTF-8 BOM before the same JSON sends
-    it through FastAPI's route (pydantic's JSON parser refuses the BOM, FastAPI's reader skips it).
-    Status, headers and body bytes must be the same both ways."""
+def test_a_utf8_bom_changes_nothing(server: Server, keyed_server: Server, sentences) -> None:
+    """A UTF-8 BOM before the JSON (pydantic-core's parser refuses it, the body reader falls back
+    to json's, which skips it): status, headers and body bytes are the same as without."""
     cases = [
         (server, {"text": sentences[0], "beam_size": 1}, {}),
         (server, {"texts": sentences[1:4], "beam_size": 3, "n_best": 2, "length_penalty": 0.6}, {}),

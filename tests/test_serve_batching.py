@@ -1,11 +1,9 @@
-"""Adaptive and continuous batching (serve/batching.py, serve/continuous.py), the answers' transport
-(serve/transport.py) and the --device option, on the tiny real model."""
+"""Adaptive and continuous batching (serve/worker/loop.py, serve/worker/streams.py) and the --device
+option, on the tiny real model."""
 
 from __future__ import annotations
 
 import asyncio
-import pickle
-import socket
 import statistics
 import subprocess
 import sys
@@ -18,16 +16,15 @@ import httpx
 import pytest
 import torch
 from litserve import LitAPI
-from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+from litserve.loops.base import _SENTINEL_VALUE
 from prometheus_client.parser import text_string_to_metric_families
 from test_serve import MAX_LENGTH, ROOT, free_port, same, start_server
 
 from seq2seq import commands
 from seq2seq.corpus import generate_pairs
 from seq2seq.translator import Translator
-from serve.batching import RECENT, AdaptiveBatchedLoop
-from serve.continuous import StreamedJobs
-from serve.transport import SocketTransport
+from serve.worker.loop import RECENT, StopLoop, TranslationLoop
+from serve.worker.streams import StreamedJobs
 
 WINDOW = 0.5  # a batch window far longer than a tiny-model translation
 
@@ -38,10 +35,10 @@ def request(uid: int, age: float = 0.0) -> tuple:
     return (0, uid, time.monotonic() - age, f"body {uid}")
 
 
-def collect(loop: AdaptiveBatchedLoop, api: LitAPI, queue: Queue) -> tuple[list, list, float]:
+def collect(loop: TranslationLoop, api: LitAPI, queue: Queue) -> tuple[list, list, float]:
     t0 = time.monotonic()
-    payloads, timed_out = loop.get_batch_requests(api, queue, transport=None)
-    return [p[1] for p in payloads], [t[1] for t in timed_out], time.monotonic() - t0
+    taken, timed_out = loop.collect(api, queue, transport=None)  # no START notices without restarts
+    return [ticket[1] for ticket, _ in taken], [t[1] for t in timed_out], time.monotonic() - t0
 
 
 @pytest.fixture
@@ -52,7 +49,7 @@ def api() -> LitAPI:
 
 
 def test_lone_request_goes_at_once_and_queued_ones_batch_together(api: LitAPI) -> None:
-    loop, queue = AdaptiveBatchedLoop(), Queue()
+    loop, queue = TranslationLoop(), Queue()
     queue.put(request(1))
     uids, _, took = collect(loop, api, queue)
     assert uids == [1] and took < WINDOW / 5  # LitServe's own collection waits the whole window
@@ -66,7 +63,7 @@ def test_lone_request_goes_at_once_and_queued_ones_batch_together(api: LitAPI) -
 
 
 def test_window_waits_for_as_many_as_the_largest_recent_batch(api: LitAPI) -> None:
-    loop, queue = AdaptiveBatchedLoop(), Queue()
+    loop, queue = TranslationLoop(), Queue()
     for uid in range(3):
         queue.put(request(uid))
     assert collect(loop, api, queue)[0] == [0, 1, 2]  # three clients are being served
@@ -104,12 +101,12 @@ def test_window_waits_for_as_many_as_the_largest_recent_batch(api: LitAPI) -> No
 
 
 def test_stale_requests_time_out_and_the_sentinel_stops(api: LitAPI) -> None:
-    loop, queue = AdaptiveBatchedLoop(), Queue()
+    loop, queue = TranslationLoop(), Queue()
     queue.put(request(1, age=60.0))  # waited longer than the request timeout
     queue.put(request(2))
     assert collect(loop, api, queue)[:2] == ([2], [1])
     queue.put(_SENTINEL_VALUE)
-    with pytest.raises(_StopLoopError):
+    with pytest.raises(StopLoop):
         collect(loop, api, queue)
 
 
@@ -166,7 +163,7 @@ def test_lone_requests_are_not_held_and_concurrent_ones_are_answered_alike(
 def test_streamed_and_batched_requests_sent_together_each_get_their_own_answer(
     slow_window_server, tiny_checkpoint: Path, texts: list[str]
 ) -> None:
-    """Continuous batching (serve/continuous.py): greedy and beam requests of every shape, sent
+    """Continuous batching (serve/worker/loop.py): greedy and beam requests of every shape, sent
     together with requests that take the batch path (attention), each get what translate() gives."""
     translator = Translator.from_checkpoint(tiny_checkpoint)
     bodies = (
@@ -256,7 +253,7 @@ def test_greedy_steps_leave_a_thread_and_beam_steps_and_batches_get_them_all(
 def test_no_continuous_batches_greedy_requests_with_the_same_answers(
     tiny_checkpoint: Path, tmp_path: Path, texts: list[str]
 ) -> None:
-    """``--no-continuous``: LitServe's batched loop with the adaptive window, answers over the sockets."""
+    """``--no-continuous``: every request takes the batch path, with the adaptive window."""
     server = start_server(
         tiny_checkpoint, tmp_path, "--threads", "1", "--no-continuous", "--batch-timeout", "0.05"
     )
@@ -318,30 +315,3 @@ def test_cuda_without_a_gpu_is_a_clear_error(tiny_checkpoint: Path, capsys) -> N
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr == "seq2seq-serve: error: device cuda was asked for, but torch sees no CUDA GPU\n"
-
-
-# -- the answers' transport (serve/transport.py) -------------------------------------------------
-def test_socket_transport_delivers_whole_messages_past_a_writer_killed_mid_message(tmp_path: Path) -> None:
-    transport = SocketTransport(str(tmp_path), consumers=2)
-    worker = pickle.loads(pickle.dumps(transport))  # what a spawned worker gets: the paths only
-    assert worker.listeners == [] and worker.paths == transport.paths
-    big = ("uid-2", (b"x" * 3_000_000, "ok"))  # far larger than a socket buffer
-
-    async def scenario() -> list:
-        async def receive(n: int) -> list:  # as LitServe's reader in the HTTP process, from the start
-            return [await transport.areceive(1) for _ in range(n)]
-
-        received = asyncio.create_task(receive(2))
-        broken = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a worker killed mid-message
-        broken.connect(transport.paths[1])
-        broken.sendall((1000).to_bytes(4, "big") + b"only part of it")
-        broken.close()
-        await asyncio.to_thread(worker.send, ("uid-1", ("answer", "ok")), 1)
-        await asyncio.to_thread(worker.send, big, 1)
-        got = await asyncio.wait_for(received, 10)
-        got.append(await transport.areceive(1, timeout=0.05))  # nothing more: LitServe's None
-        return got
-
-    assert asyncio.run(scenario()) == [("uid-1", ("answer", "ok")), big, None]
-    transport.close()
-    assert not any(Path(p).exists() for p in transport.paths)

@@ -303,7 +303,7 @@ def test_docs_render_offline_and_the_page_fits_a_phone(browser, server: Server) 
 
 
 def test_a_wheel_ships_the_page(tmp_path: Path) -> None:
-    """A non-editable install serves the page too: every file of serve/static is in the wheel."""
+    """A non-editable install serves the page too: every file of serve/web/static is in the wheel."""
     src = tmp_path / "src"  # a copy: building in the checkout would leave build/ and egg-info behind
     for package in ("seq2seq", "serve"):
         shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
@@ -316,6 +316,6 @@ def test_a_wheel_ships_the_page(tmp_path: Path) -> None:
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = tmp_path.glob("seq2seq-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
-    page = {f"serve/static/{p.name}" for p in (ROOT / "serve" / "static").iterdir()}
-    assert page == {"serve/static/index.html", "serve/static/app.js", "serve/static/style.css"}
-    assert page | {"serve/web.py"} <= shipped
+    page = {f"serve/web/static/{p.name}" for p in (ROOT / "serve" / "web" / "static").iterdir()}
+    assert page == {"serve/web/static/index.html", "serve/web/static/app.js", "serve/web/static/style.css"}
+    assert page | {"serve/web/__init__.py"} <= shipped

@@ -2,23 +2,26 @@
 
 FastAPI validates every request against ``TranslateRequest`` in the API process, before it is
 queued for a worker, so a bad request gets its own 422 and never fails a batch it would have
-joined (LitServe issue #340). The size limits are server options; ``configure_limits`` sets them
-in the main process before the API processes are forked.
+joined (LitServe issue #340). The size limits and the language pairs are the server's: FastAPI
+validates with no way to pass them (pydantic's validation context), so ``Bounds`` middleware
+binds them to each request as a context variable, which the validators and the schema read.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serve.logs import count_texts
-from serve.models import CATALOG, PairError
+from serve.catalog import Catalog, PairError
+from serve.ops.logs import count_texts
 
 
-@dataclass
+@dataclass(frozen=True)
 class Limits:
     """Per-request limits, set from the command line (``--max-chars`` etc.)."""
 
@@ -27,26 +30,43 @@ class Limits:
     max_beam: int = 10  # beam size
     max_length: int = 256  # output tokens per translation; also the default
 
-
-LIMITS = Limits()
-
-
-def configure_limits(**limits: int) -> Limits:
-    """Set the module-wide limits the request validators read."""
-    for name, value in limits.items():
-        if not hasattr(LIMITS, name):
-            raise TypeError(f"unknown limit {name}")
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
-        setattr(LIMITS, name, value)
-    return LIMITS
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
 
 
-def _check_text(text: str) -> str:
+@dataclass(frozen=True)
+class Bound:
+    """What requests are checked against: the limits and the catalog (empty: any pair)."""
+
+    limits: Limits = field(default_factory=Limits)
+    catalog: Catalog = field(default_factory=Catalog)
+
+
+UNBOUND = Bound()  # outside a server (tests of the models): the default limits, any pair
+BOUND: ContextVar[Bound] = ContextVar("seq2seq_bound", default=UNBOUND)  # noqa: B039 (frozen)
+
+
+class Bounds:
+    """ASGI middleware: every request is validated against this server's limits and catalog."""
+
+    def __init__(self, app: ASGIApp, limits: Limits, catalog: Catalog) -> None:
+        self.app, self.bound = app, Bound(limits, catalog)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = BOUND.set(self.bound)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            BOUND.reset(token)
+
+
+def _check_text(text: str, max_chars: int) -> str:
     if not text.strip():
         raise ValueError("text must not be empty or only whitespace")
-    if len(text) > LIMITS.max_chars:
-        raise ValueError(f"text has {len(text)} characters, the limit is {LIMITS.max_chars}")
+    if len(text) > max_chars:
+        raise ValueError(f"text has {len(text)} characters, the limit is {max_chars}")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:  # a lone surrogate such as "\ud800" sent as a JSON escape
@@ -59,15 +79,15 @@ def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
     return next((s for s in prop.get("anyOf", []) if s.get("type") != "null"), prop)
 
 
-def _pairs() -> list[dict[str, Any]]:
+def _pairs(catalog: Catalog) -> list[dict[str, Any]]:
     """One schema per (source, target) the catalog routes, either code left out (or null) where
     that still leaves one route."""
-    codes: list[str | None] = [None, *sorted(CATALOG.languages())]
+    codes: list[str | None] = [None, *sorted(catalog.languages())]
     pairs = []
     for source in codes:
         for target in codes:
             try:
-                CATALOG.route(source, target)
+                catalog.route(source, target)
             except PairError:
                 continue
             given = {k: v for k, v in (("source", source), ("target", target)) if v is not None}
@@ -80,27 +100,28 @@ def _pairs() -> list[dict[str, Any]]:
 
 def _document_limits(schema: dict[str, Any]) -> None:
     """The JSON schema says what the validators enforce: exactly one of ``text``/``texts``, the
-    limits as configured when the document is generated (after ``configure_limits``),
+    limits of the server whose request generates the document (``BOUND``),
     n_best <= beam_size (one branch per beam size) and the language pairs the loaded models
     translate. Not expressible: valid Unicode."""
+    limits, catalog = BOUND.get().limits, BOUND.get().catalog
     props = schema["properties"]
-    text = {"type": "string", "minLength": 1, "maxLength": LIMITS.max_chars, "pattern": r"\S"}
+    text = {"type": "string", "minLength": 1, "maxLength": limits.max_chars, "pattern": r"\S"}
     _not_null(props["text"]).update(text)
-    _not_null(props["texts"]).update(items=text, minItems=1, maxItems=LIMITS.max_texts)
-    props["beam_size"]["maximum"] = props["n_best"]["maximum"] = LIMITS.max_beam
-    default_beam = props["beam_size"]["default"] = min(props["beam_size"]["default"], LIMITS.max_beam)
-    _not_null(props["max_length"])["maximum"] = LIMITS.max_length
+    _not_null(props["texts"]).update(items=text, minItems=1, maxItems=limits.max_texts)
+    props["beam_size"]["maximum"] = props["n_best"]["maximum"] = limits.max_beam
+    default_beam = props["beam_size"]["default"] = min(props["beam_size"]["default"], limits.max_beam)
+    _not_null(props["max_length"])["maximum"] = limits.max_length
     one_text = [  # a null is as good as leaving the field out
         {"required": ["text"], "properties": {"text": {"type": "string"}, "texts": {"type": "null"}}},
         {"required": ["texts"], "properties": {"texts": {"type": "array"}, "text": {"type": "null"}}},
     ]
     n_best_fits = [
         {"required": ["beam_size"], "properties": {"beam_size": {"const": b}, "n_best": {"maximum": b}}}
-        for b in range(1, LIMITS.max_beam + 1)
+        for b in range(1, limits.max_beam + 1)
     ] + [{"not": {"required": ["beam_size"]}, "properties": {"n_best": {"maximum": default_beam}}}]
     schema["allOf"] = [{"oneOf": one_text}, {"anyOf": n_best_fits}]
-    if CATALOG.models:
-        schema["allOf"].append({"anyOf": _pairs()})
+    if catalog.models:
+        schema["allOf"].append({"anyOf": _pairs(catalog)})
     schema["examples"] = [{"text": "A dog runs in the park."}, {"texts": ["One.", "Two."], "beam_size": 1}]
 
 
@@ -144,39 +165,41 @@ class TranslateRequest(BaseModel):
     @field_validator("text")
     @classmethod
     def _valid_text(cls, text: str | None) -> str | None:
-        return None if text is None else _check_text(text)
+        return None if text is None else _check_text(text, BOUND.get().limits.max_chars)
 
     @field_validator("texts")
     @classmethod
     def _valid_texts(cls, texts: list[str] | None) -> list[str] | None:
         if texts is None:
             return None
+        limits = BOUND.get().limits
         if not texts:
             raise ValueError("texts must hold at least one text")
-        if len(texts) > LIMITS.max_texts:
-            raise ValueError(f"{len(texts)} texts in one request, the limit is {LIMITS.max_texts}")
+        if len(texts) > limits.max_texts:
+            raise ValueError(f"{len(texts)} texts in one request, the limit is {limits.max_texts}")
         for i, text in enumerate(texts):
             try:
-                _check_text(text)
+                _check_text(text, limits.max_chars)
             except ValueError as e:
                 raise ValueError(f"texts[{i}]: {e}") from None
         return texts
 
     @model_validator(mode="after")
     def _consistent(self) -> TranslateRequest:
+        limits, catalog = BOUND.get().limits, BOUND.get().catalog
         if (self.text is None) == (self.texts is None):
             raise ValueError("give exactly one of 'text' (a string) or 'texts' (a list of strings)")
         if "beam_size" not in self.model_fields_set:  # the default must fit a smaller --max-beam
-            self.beam_size = min(self.beam_size, LIMITS.max_beam)
-        if self.beam_size > LIMITS.max_beam:
-            raise ValueError(f"beam_size {self.beam_size} is over the limit of {LIMITS.max_beam}")
+            self.beam_size = min(self.beam_size, limits.max_beam)
+        if self.beam_size > limits.max_beam:
+            raise ValueError(f"beam_size {self.beam_size} is over the limit of {limits.max_beam}")
         if self.n_best > self.beam_size:
             raise ValueError(f"n_best ({self.n_best}) cannot exceed beam_size ({self.beam_size})")
-        if self.max_length is not None and self.max_length > LIMITS.max_length:
-            raise ValueError(f"max_length {self.max_length} is over the limit of {LIMITS.max_length}")
-        if CATALOG.models:  # empty only outside a server (unit tests of this model)
+        if self.max_length is not None and self.max_length > limits.max_length:
+            raise ValueError(f"max_length {self.max_length} is over the limit of {limits.max_length}")
+        if catalog.models:  # empty only outside a server (unit tests of this model)
             try:
-                CATALOG.route(self.source, self.target)
+                catalog.route(self.source, self.target)
             except PairError as e:
                 raise ValueError(str(e)) from None
         count_texts(len(self.all_texts()))  # for the request's log line

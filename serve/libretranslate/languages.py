@@ -12,7 +12,7 @@ from functools import lru_cache
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
-from serve.models import Catalog
+from serve.catalog import Catalog
 
 
 class Language(BaseModel):

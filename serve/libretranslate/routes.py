@@ -19,11 +19,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from serve.detect import Detector
-from serve.languages import install_languages_route
-from serve.ltbody import (
+from serve.catalog import Catalog, PairError
+from serve.libretranslate.detect import Detector
+from serve.libretranslate.fields import (
     PREFIX,
-    LibreTranslateDispatch,
     LibreTranslateError,
     alternatives_field,
     key_field,
@@ -31,10 +30,10 @@ from serve.ltbody import (
     string_field,
     texts_field,
 )
-from serve.ltschema import openapi
-from serve.markup import rebuild, split_html, texts_to_translate
-from serve.models import Catalog, PairError
-from serve.schemas import LIMITS, TranslateRequest, TranslateResponse
+from serve.libretranslate.languages import install_languages_route
+from serve.libretranslate.markup import rebuild, split_html, texts_to_translate
+from serve.libretranslate.schema import openapi
+from serve.native.schemas import Limits, TranslateRequest, TranslateResponse
 
 BEAM_SIZE = 5  # the native API's default
 
@@ -45,8 +44,11 @@ Native = Callable[[TranslateRequest], Awaitable[TranslateResponse]]
 class LibreTranslate:
     """The routes' logic: key check, detection, HTML, and native requests for the segments."""
 
-    def __init__(self, catalog: Catalog, detector: Detector, native: Native, api_key: str | None):
+    def __init__(
+        self, catalog: Catalog, detector: Detector, native: Native, api_key: str | None, limits: Limits
+    ) -> None:
         self.catalog, self.detector, self.native, self.api_key = catalog, detector, native, api_key
+        self.limits = limits
 
     def check_key(self, body: dict, request: Request) -> None:
         given = key_field(body)  # checked even when no key is set: the documented type holds
@@ -74,12 +76,12 @@ class LibreTranslate:
             raise LibreTranslateError(400, str(e)) from None
         if not texts or source == target:  # LibreTranslate answers a text already in the target as is
             return [[text] for text in texts]
-        step = LIMITS.max_texts
+        step = self.limits.max_texts
         try:
             requests = [
                 TranslateRequest(
                     texts=texts[i : i + step],
-                    beam_size=max(n_best, min(BEAM_SIZE, LIMITS.max_beam)),
+                    beam_size=max(n_best, min(BEAM_SIZE, self.limits.max_beam)),
                     n_best=n_best,
                     source=source,
                     target=target,
@@ -93,13 +95,13 @@ class LibreTranslate:
         return [[h.text for h in t.n_best] for response in responses for t in response.translations]
 
     async def translate(self, body: dict) -> dict:
-        texts, as_list = texts_field(body)
+        texts, as_list = texts_field(body, self.limits)
         source, target = string_field(body, "source"), string_field(body, "target")
         html = body.get("format", "text")
         if html not in ("text", "html"):
             raise LibreTranslateError(400, "Invalid request: format must be text or html")
         html = html == "html"
-        alternatives = alternatives_field(body)
+        alternatives = alternatives_field(body, self.limits.max_beam)
         pieces = [split_html(t) if html else [(t, True)] for t in texts]
         plain = [
             texts_to_translate(p) if html else ([t] if t.strip() else [])
@@ -150,11 +152,12 @@ class LibreTranslate:
 
 
 def install_libretranslate(
-    app: FastAPI, catalog: Catalog, detector: Detector, api_key: str | None, max_body: int
+    app: FastAPI, catalog: Catalog, detector: Detector, api_key: str | None, limits: Limits
 ) -> None:
-    """The routes, at the root (``/translate`` by body) and under ``PREFIX``, and the dispatcher."""
+    """The routes, at the root (``/translate`` by body, through ``LibreTranslateDispatch``, which
+    the server installs among its middlewares) and under ``PREFIX``."""
     route = next(r for r in app.routes if getattr(r, "path", None) == "/translate")
-    lt = LibreTranslate(catalog, detector, route.endpoint, api_key)
+    lt = LibreTranslate(catalog, detector, route.endpoint, api_key, limits)
 
     def guarded(work: Callable[[Request, dict], Awaitable[object]]):
         async def endpoint(request: Request) -> JSONResponse:
@@ -174,7 +177,7 @@ def install_libretranslate(
         return await lt.translate(body)
 
     async def detect(request: Request, body: dict) -> list[dict]:
-        texts, as_list = texts_field(body)
+        texts, as_list = texts_field(body, limits)
         if as_list:
             raise LibreTranslateError(400, "Invalid request: q must be a string")
         return lt.detect(texts[0])
@@ -182,7 +185,6 @@ def install_libretranslate(
     for path, work in ((PREFIX + "/translate", translate), ("/detect", detect), (PREFIX + "/detect", detect)):
         name = path.rsplit("/", 1)[1]
         app.add_api_route(
-            path, guarded(work), methods=["POST"], **openapi(name, catalog, api_key is not None)
+            path, guarded(work), methods=["POST"], **openapi(name, catalog, limits, api_key is not None)
         )
     install_languages_route(app, catalog, PREFIX + "/languages")
-    app.add_middleware(LibreTranslateDispatch, max_body=max_body)

@@ -27,7 +27,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve import logs
+from serve.ops import logs
 
 if TYPE_CHECKING:
     from seq2seq.translator import Translation
@@ -75,7 +75,7 @@ def route_path(scope: Scope) -> str:
 
 class MetricsMiddleware:
     """Counts and times every HTTP request by method, route and status; with ``access_log``, also
-    writes its log line (``serve/logs.py``). Pure ASGI, one pass for both."""
+    writes its log line (``serve.ops.logs``). Pure ASGI, one pass for both."""
 
     def __init__(self, app: ASGIApp, access_log: bool = False) -> None:
         self.app = app

@@ -1,4 +1,4 @@
-"""The OpenAPI description of LibreTranslate's routes, exactly as ``serve/ltbody.py`` checks them.
+"""The OpenAPI description of LibreTranslate's routes, exactly as ``serve.libretranslate.fields`` checks them.
 
 The routes parse their bodies themselves (JSON or form, unknown fields ignored), so FastAPI cannot
 derive the schema; it is built here from the limits and the language pairs the server was started
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from serve.models import Catalog, PairError
-from serve.schemas import LIMITS
+from serve.catalog import Catalog, PairError
+from serve.native.schemas import Limits
 
 MEDIA_TYPES = ("application/json", "application/x-www-form-urlencoded")
 ERROR = {
@@ -50,8 +50,8 @@ TRANSLATED = {
 }
 
 
-def _text() -> dict[str, Any]:
-    return {"type": "string", "minLength": 1, "maxLength": LIMITS.max_chars}
+def _text(limits: Limits) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": limits.max_chars}
 
 
 def _pairs(catalog: Catalog) -> list[dict[str, Any]]:
@@ -80,7 +80,7 @@ def _example(pairs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"q": "A dog runs.", "source": source, "target": target}
 
 
-def translate_body(catalog: Catalog) -> dict[str, Any]:
+def translate_body(catalog: Catalog, limits: Limits) -> dict[str, Any]:
     pairs = _pairs(catalog)
     return {
         "type": "object",
@@ -88,8 +88,8 @@ def translate_body(catalog: Catalog) -> dict[str, Any]:
         "properties": {
             "q": {
                 "anyOf": [
-                    _text(),
-                    {"type": "array", "items": _text(), "minItems": 1, "maxItems": LIMITS.max_texts},
+                    _text(limits),
+                    {"type": "array", "items": _text(limits), "minItems": 1, "maxItems": limits.max_texts},
                 ],
                 "description": "a text, or a list of texts",
             },
@@ -103,7 +103,7 @@ def translate_body(catalog: Catalog) -> dict[str, Any]:
             },
             "alternatives": {
                 "type": "integer",
-                "maximum": LIMITS.max_beam - 1,
+                "maximum": limits.max_beam - 1,
                 "default": 0,
                 "description": "this many further translations, from the n-best list (below 0 means 0)",
             },
@@ -118,12 +118,12 @@ def translate_body(catalog: Catalog) -> dict[str, Any]:
     }
 
 
-def detect_body() -> dict[str, Any]:
+def detect_body(limits: Limits) -> dict[str, Any]:
     return {
         "type": "object",
         "required": ["q"],
         "properties": {
-            "q": _text(),
+            "q": _text(limits),
             "api_key": {"type": ["string", "null"], "description": "as for /translate"},
         },
         "additionalProperties": True,
@@ -135,9 +135,9 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def openapi(name: str, catalog: Catalog, keyed: bool) -> dict[str, Any]:
+def openapi(name: str, catalog: Catalog, limits: Limits, keyed: bool) -> dict[str, Any]:
     """``add_api_route`` arguments documenting LibreTranslate's ``translate`` or ``detect``."""
-    body = translate_body(catalog) if name == "translate" else detect_body()
+    body = translate_body(catalog, limits) if name == "translate" else detect_body(limits)
     responses = {
         "200": _json(TRANSLATED, "the translation")
         if name == "translate"

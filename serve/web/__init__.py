@@ -1,6 +1,6 @@
 """The translation page at ``GET /`` and offline API docs at ``GET /docs``.
 
-The page is three static files in ``serve/static`` (HTML, CSS, plain JavaScript) that talk to the
+The page is three static files in ``serve/web/static`` (HTML, CSS, plain JavaScript) that talk to the
 same JSON API as any client. LitServe answers ``/`` with "litserve running" and FastAPI's
 ``/docs`` loads Swagger UI from a CDN, which an offline server cannot reach: both routes are
 replaced here, the docs with the Swagger UI files the ``fastapi-offline`` package ships (FastAPI's

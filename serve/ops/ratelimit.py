@@ -21,11 +21,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serve.ltbody import PREFIX
-
-NATIVE_PATHS = frozenset({"/translate"})
-LIBRETRANSLATE_PATHS = frozenset({PREFIX + "/translate", "/detect", PREFIX + "/detect"})
-
 
 class RateLimiter:
     """Fixed-window request counters per client, shared by the processes forked after ``__init__``.
@@ -79,19 +74,27 @@ class RateLimiter:
 
 class RateLimitMiddleware:
     """ASGI middleware: counts the POSTs to the translation routes per client address and answers
-    429 to those over the limit. It must sit inside ``LibreTranslateDispatch`` (which sends
-    LibreTranslate's bodies at ``/translate`` to ``PREFIX/translate``) and inside the metrics
-    middleware, which then counts the 429s under their route."""
+    429 to those over the limit, in LibreTranslate's words on its paths (``libretranslate_paths``).
+    It must sit inside ``LibreTranslateDispatch`` (which sends LibreTranslate's bodies at
+    ``/translate`` to its own path) and inside the metrics middleware, which then counts the 429s
+    under their route."""
 
-    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limiter: RateLimiter,
+        native_paths: frozenset[str],
+        libretranslate_paths: frozenset[str],
+    ) -> None:
         self.app, self.limiter = app, limiter
+        self.native_paths, self.libretranslate_paths = native_paths, libretranslate_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path")
         if (
             scope["type"] != "http"
             or scope["method"] != "POST"
-            or not (path in NATIVE_PATHS or path in LIBRETRANSLATE_PATHS)
+            or not (path in self.native_paths or path in self.libretranslate_paths)
         ):
             await self.app(scope, receive, send)
             return
@@ -102,7 +105,7 @@ class RateLimitMiddleware:
             return
         _label_route(scope)
         retry = str(max(1, math.ceil(wait)))
-        if path in LIBRETRANSLATE_PATHS:
+        if path in self.libretranslate_paths:
             body = {"error": f"Slowdown: {self.limiter.describe()}"}
         else:
             body = {

@@ -1,7 +1,7 @@
 """Server logs as text or as JSON (``--log-format json``): one JSON object per line, and in JSON
 mode one line per HTTP request (method, path, status, texts, duration).
 
-The request line is written by the metrics middleware (``serve/metrics.py``, one pass for both);
+The request line is written by the metrics middleware (``serve.ops.metrics``, one pass for both);
 the number of texts is known only once FastAPI has validated the body, so the request model
 reports it with ``count_texts`` into a per-request dict held in a context variable
 (validation runs inside the middleware's call). The formatter is a few lines of ``json.dumps``,

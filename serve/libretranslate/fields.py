@@ -3,19 +3,23 @@ unknown fields ignored, as LibreTranslate does) and checking their fields, befor
 
 ``LibreTranslateDispatch`` lets both APIs share ``POST /translate``: a body with ``q`` is
 LibreTranslate's (the native schema forbids that field), so it is routed to ``PREFIX/translate``.
+Its look at the body is the request's one parse (``serve.native.body.read_json``, kept in the
+scope), which the route that takes the request reuses.
 """
 
 from __future__ import annotations
 
-import json
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 
-from fastapi import Request
+from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve.schemas import LIMITS
+from serve.native.body import read_json
+from serve.native.schemas import Limits
 
 PREFIX = "/libretranslate"
+PATHS = frozenset({PREFIX + "/translate", "/detect", PREFIX + "/detect"})  # rate-limited, its error shape
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -33,16 +37,30 @@ def _media(request_or_scope_type: str | None) -> str:
     return (request_or_scope_type or "").split(";")[0].strip().lower()
 
 
-def is_libretranslate_body(content_type: str | None, body: bytes) -> bool:
+FORM_KEY = "seq2seq.form"  # a url-encoded body's fields in the ASGI scope, read once
+
+
+def read_urlencoded(scope: Scope, body: bytes) -> FormFields:
+    """A url-encoded form's fields (a repeated field as a list), parsed once per request."""
+    if FORM_KEY not in scope:
+        fields = FormFields()
+        for key, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True):
+            old = fields.get(key)
+            fields[key] = value if old is None else [*old, value] if isinstance(old, list) else [old, value]
+        scope[FORM_KEY] = fields
+    return scope[FORM_KEY]
+
+
+def is_libretranslate_body(scope: Scope, content_type: str | None, body: bytes) -> bool:
     """LibreTranslate's requests carry ``q``; native requests never do (it would be an unknown field)."""
     media = _media(content_type)
     if media == "application/x-www-form-urlencoded":
-        return "q" in parse_qs(body.decode("latin-1"), keep_blank_values=True)
+        return "q" in read_urlencoded(scope, body)
     if media == "multipart/form-data":
         return b'name="q"' in body
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = read_json(scope, body)
+    except ValueError:  # the route that takes it says what is wrong
         return False
     return isinstance(data, dict) and "q" in data
 
@@ -63,7 +81,11 @@ class LibreTranslateDispatch:
             return
         chunks, size, more = [], 0, True
         while more and size <= self.max_body:
-            message = await receive()
+            try:
+                message = await receive()
+            except HTTPException as e:  # LitServe's body-size limit (413), which wraps ``receive``
+                await JSONResponse({"detail": e.detail}, e.status_code, e.headers)(scope, receive, send)
+                return
             if message["type"] != "http.request":  # the client went away
                 await self.app(scope, replay([message], receive), send)
                 return
@@ -73,9 +95,9 @@ class LibreTranslateDispatch:
         body = b"".join(chunks)
         headers = dict(scope.get("headers") or [])
         content_type = headers.get(b"content-type", b"").decode("latin-1")
-        if not more and is_libretranslate_body(content_type, body):
-            path = PREFIX + "/translate"
-            scope = {**scope, "path": path, "raw_path": path.encode()}
+        if not more and is_libretranslate_body(scope, content_type, body):
+            path = PREFIX + "/translate"  # in place: the metrics outside see the route it reaches
+            scope["path"], scope["raw_path"] = path, path.encode()
         replayed = {"type": "http.request", "body": body, "more_body": more}
         await self.app(scope, replay([replayed], receive), send)
 
@@ -92,7 +114,10 @@ def replay(messages: list[Message], receive: Receive) -> Receive:
 async def read_body(request: Request) -> dict:
     """Query parameters overlaid with the JSON or form body, as LibreTranslate (Flask) reads them."""
     fields = FormFields(request.query_params)
-    if _media(request.headers.get("content-type")) in FORM_TYPES:
+    media = _media(request.headers.get("content-type"))
+    if media == "application/x-www-form-urlencoded":
+        return FormFields({**fields, **read_urlencoded(request.scope, await request.body())})
+    if media in FORM_TYPES:
         form = await request.form()
         for key in form:
             values = [v for v in form.getlist(key) if isinstance(v, str)]
@@ -103,8 +128,8 @@ async def read_body(request: Request) -> dict:
     if not raw.strip():
         return fields
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+        data = read_json(request.scope, raw)
+    except ValueError as e:
         raise LibreTranslateError(400, f"Invalid request: the body is not valid JSON ({e})") from None
     if not isinstance(data, dict):
         raise LibreTranslateError(400, "Invalid request: the JSON body must be an object")
@@ -120,7 +145,7 @@ def string_field(body: dict, name: str) -> str:
     return value
 
 
-def alternatives_field(body: dict) -> int:
+def alternatives_field(body: dict, max_beam: int) -> int:
     """An integer (a JSON number, or a form's digits); below 0 means 0, as in LibreTranslate."""
     value = body.get("alternatives", 0)
     if isinstance(body, FormFields) and isinstance(value, str):
@@ -130,9 +155,9 @@ def alternatives_field(body: dict) -> int:
             pass
     elif isinstance(value, float) and value.is_integer():
         value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value >= LIMITS.max_beam:
+    if not isinstance(value, int) or isinstance(value, bool) or value >= max_beam:
         raise LibreTranslateError(
-            400, f"Invalid request: alternatives must be an integer, at most {LIMITS.max_beam - 1}"
+            400, f"Invalid request: alternatives must be an integer, at most {max_beam - 1}"
         )
     return max(0, value)
 
@@ -144,7 +169,7 @@ def key_field(body: dict) -> str | None:
     return value or None
 
 
-def texts_field(body: dict) -> tuple[list[str], bool]:
+def texts_field(body: dict, limits: Limits) -> tuple[list[str], bool]:
     """``q`` as a list, and whether it was a list."""
     q = body.get("q")
     if q is None or q == "" or q == []:
@@ -154,14 +179,14 @@ def texts_field(body: dict) -> tuple[list[str], bool]:
         raise LibreTranslateError(400, "Invalid request: q must be a string or a list of strings")
     if "" in texts:
         raise LibreTranslateError(400, "Invalid request: a text in q is empty")
-    if len(texts) > LIMITS.max_texts:
+    if len(texts) > limits.max_texts:
         raise LibreTranslateError(
-            400, f"Invalid request: {len(texts)} texts, the limit is {LIMITS.max_texts}"
+            400, f"Invalid request: {len(texts)} texts, the limit is {limits.max_texts}"
         )
     for text in texts:
-        if len(text) > LIMITS.max_chars:
+        if len(text) > limits.max_chars:
             raise LibreTranslateError(
-                400, f"Invalid request: a text of {len(text)} characters, the limit is {LIMITS.max_chars}"
+                400, f"Invalid request: a text of {len(text)} characters, the limit is {limits.max_chars}"
             )
         try:
             text.encode("utf-8")

@@ -1,26 +1,32 @@
 """A server that outlives its inference workers: a worker that dies is restarted, and the requests
 it held are answered 503 at once instead of hanging.
 
-LitServe 0.2.19 offers two behaviours, neither usable here. Without ``restart_workers`` its
-monitor shuts the server down from a side thread while the main thread still waits on the
-Manager, which ends in an ``EOFError`` traceback. With it, the worker is restarted, but the
-requests it was translating hang for ever: the monitor fails them in the main process's response
-buffer, while the buffers live in the forked HTTP processes. ``SupervisedServer`` replaces that
-monitor. The main process restarts dead workers and bumps a per-worker death counter in shared
-memory; each HTTP process watches the counters and answers the dead worker's requests (known from
-the START message a worker sends when it takes a request) with 503. A worker that keeps failing
+Works around litserve 0.2.19, ``LitServer._start_worker_monitoring`` (litserve/server.py, lines
+1603-1672). Without ``restart_workers`` its monitor shuts the server down from a side thread
+while the main thread still waits on the Manager, which ends in an ``EOFError`` traceback. With
+it, the worker is restarted, but the requests it was translating hang for ever: the monitor fails
+them in the main process's ``response_buffer``, while the buffers live in the forked HTTP
+processes (and it sets their asyncio events from a thread). It also restarts a worker whose
+``setup`` fails, for ever. ``SupervisedServer`` replaces that monitor. The main process restarts
+dead workers and bumps a per-worker death counter in shared memory; each HTTP process watches the
+counters and answers 503 to every request the dead worker had taken (LitServe's START message
+records which worker took it) and to every request no worker had taken yet, since a request the
+worker took from the queue just before it died has no START message. A worker that keeps failing
 before it is ready stops the server with ``failure`` set, for a one-line exit.
+
+With ``serve.worker.loop``, the only module that uses LitServe beyond its top-level names and
+``litserve.loops``: here ``response_buffer`` and ``ResponseBufferItem``, ``inference_workers``,
+``launch_single_inference_worker``, ``workers_setup_status`` with ``WorkerSetupStatus``,
+``_inference_workers_config_for_api``, ``_shutdown_event`` and ``_perform_graceful_shutdown``
+(pinned by ``tests/test_litserve_seams.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import multiprocessing as mp
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -30,10 +36,8 @@ import litserve as ls
 from fastapi import FastAPI, HTTPException
 from litserve.utils import LitAPIStatus, ResponseBufferItem, WorkerSetupStatus
 
-from serve import metrics
-from serve.batching import BundledTransport
-from serve.requestqueue import DatagramQueue
-from serve.transport import SocketTransport
+from serve.ops import metrics
+from serve.worker.loop import TranslationLoop
 
 logger = logging.getLogger(__name__)
 
@@ -57,23 +61,26 @@ class SupervisedServer(ls.LitServer):
 
     failure: str | None = None  # why the server gave up; None while it runs or after a normal stop
 
-    # -- main process ---------------------------------------------------------------------
-    def _init_manager(self, num_api_servers: int):
-        manager = super()._init_manager(num_api_servers)
-        # answers go to the HTTP processes over Unix sockets (serve/transport.py), in bundles
-        # (serve/batching.py)
-        directory = tempfile.mkdtemp(prefix="seq2seq-answers-")
-        atexit.register(shutil.rmtree, directory, ignore_errors=True)
-        self._transport = BundledTransport(SocketTransport(directory, num_api_servers))
-        # requests go to the workers as datagrams, the Manager queue behind them (serve/requestqueue.py)
-        for i, lit_api in enumerate(self.litapi_connector):
-            self.litapi_request_queues[lit_api.api_path] = DatagramQueue(
-                self.litapi_request_queues[lit_api.api_path],
-                f"{directory}/requests-{i}.sock",
-                ahead=lit_api.max_batch_size,
-            )
-        # workers then send START with their id when they take a request (LitServe's own switch)
-        self.restart_workers = True
+    def __init__(
+        self,
+        lit_api: ls.LitAPI,
+        accelerator: str,
+        workers_per_device: int,
+        timeout: float,
+        model_metadata: dict,
+        max_payload_size: int,
+        middlewares: list,
+    ) -> None:
+        super().__init__(
+            lit_api,
+            accelerator=accelerator,
+            workers_per_device=workers_per_device,
+            timeout=timeout,
+            model_metadata=model_metadata,
+            max_payload_size=max_payload_size,
+            middlewares=middlewares,
+            restart_workers=True,  # workers then send START with their id when they take a request
+        )
         n_workers = sum(
             len(self._inference_workers_config_for_api(a.api_path)) for a in self.litapi_connector
         )
@@ -81,8 +88,8 @@ class SupervisedServer(ls.LitServer):
         self._deaths = mp.RawArray("i", n_workers)
         self._no_workers = mp.RawValue("b", 0)  # set when shutting down and every worker is gone
         self._stopping = False
-        return manager
 
+    # -- main process ---------------------------------------------------------------------
     def _perform_graceful_shutdown(self, manager, uvicorn_workers, shutdown_reason: str = "normal") -> None:
         self._stopping = True  # workers that exit from now on are not restarted
         super()._perform_graceful_shutdown(manager, uvicorn_workers, shutdown_reason)
@@ -125,6 +132,7 @@ class SupervisedServer(ls.LitServer):
                         if time.monotonic() - left_at.setdefault(index, time.monotonic()) < self.stop_grace_s:
                             continue
                     left_at.pop(index, None)
+                    self._mark_stale()
                     self._deaths[index] += 1  # the HTTP processes fail its requests with 503
                     if not self._restart(index, proc, status, setup_failures):
                         return
@@ -133,6 +141,12 @@ class SupervisedServer(ls.LitServer):
         except Exception:  # a broken Manager (shutdown under way); never let the thread die silently
             if not self._stopping:
                 logger.exception("worker supervision stopped")
+
+    def _mark_stale(self) -> None:
+        """Workers skip the requests queued until now: the HTTP processes answer them 503."""
+        for lit_api in self.litapi_connector:
+            if isinstance(lit_api.loop, TranslationLoop):
+                lit_api.loop.stale_before.value = time.monotonic()
 
     def _restart(self, index: int, proc: mp.Process, status: str | None, setup_failures: list[int]) -> bool:
         """Restart a dead worker, or give up (False) and make the server stop with ``failure``."""
@@ -165,10 +179,12 @@ class SupervisedServer(ls.LitServer):
                 watcher.cancel()
 
     async def _fail_orphaned_requests(self) -> None:
-        """Answer 503 to the requests a dead worker had taken, and to all once every worker is gone.
+        """Answer 503 to the requests a dead worker had taken and to those not taken yet (a worker
+        may have died holding one it had not announced), and to all once every worker is gone.
 
         Only requests taken before the death can match: the restarted worker (same id) takes
-        requests only once its model is loaded, seconds after the counter changed.
+        requests only once its model is loaded, seconds after the counter changed. The requests
+        still queued are skipped by the workers (``TranslationLoop.stale_before``).
         """
         seen = list(self._deaths)
         died = HTTPException(
@@ -187,7 +203,7 @@ class SupervisedServer(ls.LitServer):
                     seen[index] = deaths
                     # worker ids are per LitAPI; with several LitAPIs this may also fail a twin's requests
                     _, worker_id = self._locate(index)
-                    self._fail(lambda item, w=worker_id: item.worker_id == w, died)
+                    self._fail(lambda item, w=worker_id: item.worker_id in (w, None), died)
 
     def _fail(self, which: Callable[[ResponseBufferItem], bool], error: HTTPException) -> None:
         for item in list(self.response_buffer.values()):

@@ -1,0 +1,93 @@
+"""Assembling the server: the LitServe API and server, the middlewares in their order, the routes.
+
+Everything a piece needs (limits, catalog, key, paths) is passed to it here; nothing is set in a
+module before LitServe forks its HTTP processes. The request path, outermost first: LitServe's
+body-size limit and gzip, ``MetricsMiddleware`` (counts and logs every answer, 4xx included),
+``LibreTranslateDispatch`` (a ``q`` body at ``/translate`` is LibreTranslate's; its look is the
+request's one JSON parse), ``RateLimitMiddleware`` (``--req-limit``), ``Bounds`` (the
+limits and catalog the request models validate against), then the route: LitServe's native
+``POST /translate``, which queues the request for a worker (``serve.worker``), or LibreTranslate's.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from serve import openapi
+from serve.catalog import Catalog
+from serve.libretranslate.detect import Detector
+from serve.libretranslate.fields import PATHS as LIBRETRANSLATE_PATHS
+from serve.libretranslate.fields import LibreTranslateDispatch
+from serve.libretranslate.languages import install_languages_route
+from serve.libretranslate.routes import install_libretranslate
+from serve.native.body import JSONRoute
+from serve.native.errors import install_error_handlers
+from serve.native.schemas import Bounds, Limits
+from serve.ops import metrics
+from serve.ops.ratelimit import RateLimiter, RateLimitMiddleware
+from serve.web import install_web
+from serve.worker.affinity import CpuPlan
+from serve.worker.api import TranslatorAPI
+from serve.worker.supervisor import SupervisedServer
+
+
+class TranslationServer(SupervisedServer):
+    """``SupervisedServer`` whose routes, LitServe's own included, read JSON with ``serve.native.body``."""
+
+    def register_endpoints(self) -> None:
+        self.app.router.route_class = JSONRoute  # before LitServe adds its routes
+        super().register_endpoints()
+
+
+def max_payload(limits: Limits) -> int:
+    """Bytes a body may have: every character a 6-byte JSON escape, plus room for the options."""
+    return limits.max_texts * (6 * limits.max_chars + 8) + 65536
+
+
+def build_server(
+    args: argparse.Namespace, catalog: Catalog, device: str, cpus: CpuPlan | None
+) -> TranslationServer:
+    """The server for the parsed command line (``serve.__main__``), not yet running."""
+    limits = Limits(max_chars=args.max_chars, max_texts=args.max_texts,
+                    max_beam=args.max_beam, max_length=args.max_length)  # fmt: skip
+    metadata = {
+        "models": [
+            {k: v for k, v in meta.items() if k not in ("path", "src_spm")} | {"quantize": args.quantize}
+            for meta in catalog.models.values()
+        ],
+        "pairs": catalog.describe_pairs(),
+        "limits": vars(limits),
+    }
+    api = TranslatorAPI(
+        catalog, quantize=args.quantize, workers=args.workers, threads=args.threads or None,
+        api_key=args.api_key, max_length=args.max_length,
+        max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout, continuous=args.continuous,
+        cpus=cpus,
+    )  # fmt: skip
+    # LitServe adds each middleware outside the ones before it: innermost first
+    middlewares: list = [(Bounds, {"limits": limits, "catalog": catalog})]
+    if args.req_limit > 0:  # made before LitServe forks its HTTP processes: they share its table
+        limiter = RateLimiter(args.req_limit)
+        paths = {"native_paths": frozenset({api.api_path}), "libretranslate_paths": LIBRETRANSLATE_PATHS}
+        middlewares.append((RateLimitMiddleware, {"limiter": limiter, **paths}))
+    middlewares.append((LibreTranslateDispatch, {"max_body": max_payload(limits)}))
+    middlewares.append((metrics.MetricsMiddleware, {"access_log": args.log_format == "json"}))
+    server = TranslationServer(
+        api,
+        accelerator=device,  # "cpu" or "cuda", as the checkpoint check resolved --device
+        workers_per_device=args.workers,
+        timeout=args.timeout,
+        model_metadata=metadata,
+        max_payload_size=max_payload(limits),
+        middlewares=middlewares,
+    )
+    install_error_handlers(server.app)
+    install_languages_route(server.app, catalog)
+    detector = Detector(catalog.source_models())
+    install_libretranslate(server.app, catalog, detector, args.api_key, limits)
+    install_web(server.app)  # the page at / and offline /docs
+    metrics.add_metrics_route(server.app, api.authorize)
+    openapi.document(
+        server.app, [api.api_path], api.authorize if args.api_key else None, rate_limited=args.req_limit > 0
+    )
+    return server

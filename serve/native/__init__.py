@@ -1,0 +1,1 @@
+"""The native JSON API: ``POST /translate``, its models, errors and body reader."""

@@ -1,0 +1,126 @@
+"""Pins of every LitServe internal that ``serve.worker.loop`` and ``serve.worker.supervisor`` rely on.
+
+Each test fails when a LitServe release changes what the seam assumes, so that an upgrade fails
+here instead of hanging requests in production. The behaviour they carry is tested end to end in
+test_serve_ops.py and test_worker_restart.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import pickle
+import time
+from queue import Queue
+
+import litserve
+import pytest
+from fastapi import HTTPException
+from litserve import LitAPI, LitServer
+from litserve.loops import LitLoop
+from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError, collate_requests
+from litserve.server import response_queue_to_buffer
+from litserve.utils import (
+    LitAPIStatus,
+    LoopResponseType,
+    PickleableHTTPException,
+    ResponseBufferItem,
+    WorkerSetupStatus,
+)
+
+from serve.worker import loop as our_loop
+from serve.worker import supervisor
+
+
+class Sent:
+    """A transport that keeps what the loop sends."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple] = []
+
+    def send(self, item, consumer_id: int) -> None:
+        self.items.append((consumer_id, item))
+
+
+def test_the_pinned_version() -> None:
+    """The docstrings name lines of this release: read them again before moving the pin."""
+    assert litserve.__version__ == "0.2.19"
+    for module in (our_loop, supervisor):
+        assert "litserve 0.2.19" in module.__doc__
+
+
+def test_queue_items_the_sentinel_and_start_notices() -> None:
+    """LitServe's own collection: items (queue id, uid, enqueued at, request), START notices sent
+    only with worker restarts on, and the sentinel (None, None, None, None) stops the loop."""
+    assert _SENTINEL_VALUE == (None, None, None, None)
+    api = LitAPI(max_batch_size=4, batch_timeout=0)
+    api.request_timeout = 30.0
+    loop, transport, queue = LitLoop(), Sent(), Queue()
+    loop._restart_workers = True  # what litserve.loops.loops.inference_worker sets from LitServer
+    queue.put((3, "uid-1", time.monotonic(), {"text": "x"}))
+    payloads, timed_out = collate_requests(loop, api, queue, transport)
+    assert payloads == [(3, "uid-1", {"text": "x"})] and timed_out == []
+    ((consumer, (uid, message)),) = transport.items
+    assert (consumer, uid) == (3, "uid-1")
+    assert message[:3] == ((), LitAPIStatus.START, LoopResponseType.REGULAR)
+    queue.put(_SENTINEL_VALUE)
+    with pytest.raises(_StopLoopError):
+        collate_requests(loop, api, queue, transport)
+    loop._restart_workers = False
+    loop.put_response(Sent(), 0, "u", (), LitAPIStatus.START, LoopResponseType.REGULAR)  # dropped
+    assert "_restart_workers" in inspect.getsource(litserve.loops.loops.inference_worker)
+
+
+def test_answers_and_errors_as_the_http_side_reads_them() -> None:
+    """put_response's wire tuple (uid, (data, status, type, worker id)) and HTTPExceptions that
+    pickle back into HTTPExceptions with their status."""
+    loop, transport = LitLoop(), Sent()
+    loop.put_response(transport, 1, "u", {"ok": 1}, LitAPIStatus.OK, LoopResponseType.REGULAR)
+    ((consumer, (uid, (data, status, kind, _worker))),) = transport.items
+    assert (consumer, uid, data, status, kind) == (1, "u", {"ok": 1}, "OK", LoopResponseType.REGULAR)
+    error = pickle.loads(pickle.dumps(PickleableHTTPException.from_exception(HTTPException(504, "late"))))
+    assert type(error) is HTTPException and (error.status_code, error.detail) == (504, "late")
+    assert (LitAPIStatus.START, LitAPIStatus.OK, LitAPIStatus.ERROR) == ("START", "OK", "ERROR")
+
+
+def test_the_http_side_records_which_worker_took_a_request() -> None:
+    """response_queue_to_buffer sets ResponseBufferItem.worker_id from a START notice and answers
+    through the item's event: what the supervisor fails requests by."""
+
+    class Receive:
+        def __init__(self, items):
+            self.items = list(items)
+
+        async def areceive(self, consumer_id: int, timeout=None, block=True):
+            if not self.items:
+                raise asyncio.CancelledError
+            return self.items.pop(0)
+
+    async def run() -> ResponseBufferItem:
+        item = ResponseBufferItem(event=asyncio.Event())
+        assert (item.worker_id, item.response, item.response_queue) == (None, None, None)
+        transport = Receive([("u", ((), LitAPIStatus.START, LoopResponseType.REGULAR, 7))])
+        connector = type("Connector", (), {"lit_apis": [LitAPI()], "any_stream": lambda self: False})()
+        await response_queue_to_buffer(transport, {"u": item}, 0, connector)
+        return item
+
+    item = asyncio.run(run())
+    assert item.worker_id == 7 and not item.event.is_set()
+
+
+def test_the_server_attributes_the_supervisor_uses() -> None:
+    for name in ("_start_worker_monitoring", "_perform_graceful_shutdown", "_inference_workers_config_for_api",
+                 "launch_single_inference_worker", "lifespan", "register_endpoints"):  # fmt: skip
+        assert callable(getattr(LitServer, name)), name
+    source = inspect.getsource(LitServer.__init__)
+    assert "self.response_buffer" in source and "restart_workers" in source
+    assert "_start_worker_monitoring(" in inspect.getsource(LitServer.run)
+    assert "self._shutdown_event = manager.Event()" in inspect.getsource(LitServer._init_manager)
+    assert "self.inference_workers.extend(" in inspect.getsource(LitServer.run)  # the processes, by index
+    assert (WorkerSetupStatus.STARTING, WorkerSetupStatus.READY, WorkerSetupStatus.ERROR) == (
+        "starting",
+        "ready",
+        "error",
+    )
+    status_key = inspect.getsource(LitServer.launch_single_inference_worker)
+    assert 'self.workers_setup_status[f"{endpoint}_{worker_id}"]' in status_key  # what _status reads
