@@ -49,21 +49,33 @@ def build_parser() -> argparse.ArgumentParser:
     store = argparse.ArgumentParser(add_help=False)  # accepted before or after the command
     store.add_argument(
         "--suggestions-db-path",
+        metavar="PATH",
         default=argparse.SUPPRESS,
         help=f"SQLite file (env SEQ2SEQ_SUGGESTIONS_DB_PATH; default {DEFAULT_DB_PATH})",
     )
-    store.add_argument("--shared-storage", default=argparse.SUPPRESS,
-                       help="redis://HOST:PORT to use the shared store (env SEQ2SEQ_SHARED_STORAGE)")  # fmt: skip
-    parser = argparse.ArgumentParser(prog="seq2seq-suggestions", description=__doc__.split("\n\n")[0],
-                                     parents=[store])  # fmt: skip
+    store.add_argument(
+        "--shared-storage",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="redis://HOST:PORT to use the shared store (env SEQ2SEQ_SHARED_STORAGE)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="seq2seq-suggestions",
+        description="Export, list and clear the corrections users sent to POST /suggest.",
+        parents=[store],
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     ex = commands.add_parser("export", parents=[store], help="write a parallel corpus for scripts/train.py")
     ex.add_argument("out", metavar="OUT", help="output directory (train and validation split files)")
-    ex.add_argument("--pair", type=parse_pair, required=True, help="source-target, e.g. de-en")
+    ex.add_argument(
+        "--pair", type=parse_pair, required=True, metavar="SRC-TGT", help="source-target, e.g. de-en"
+    )
     ex.add_argument("--format", choices=FORMATS, default="tsv",
                     help="tsv: {split}.tsv with a header; text: line-aligned {split}.{lang}")  # fmt: skip
-    ex.add_argument("--since", type=parse_since, help="only suggestions from this date (UTC unless given)")
+    ex.add_argument(
+        "--since", type=parse_since, metavar="DATE", help="only suggestions from this date (UTC unless given)"
+    )
     ex.add_argument(
         "--validation-fraction",
         type=float,
@@ -79,12 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     ls = commands.add_parser(
         "list", parents=[store], help="print suggestions as TSV: time, pair, q, s, client"
     )
-    ls.add_argument("--pair", type=parse_pair)
-    ls.add_argument("--since", type=parse_since)
+    ls.add_argument("--pair", type=parse_pair, metavar="SRC-TGT")
+    ls.add_argument("--since", type=parse_since, metavar="DATE")
     ls.add_argument("--limit", type=int, help="print at most this many (the latest)")
 
     cl = commands.add_parser("clear", parents=[store], help="delete suggestions (all, or one pair's)")
-    cl.add_argument("--pair", type=parse_pair)
+    cl.add_argument("--pair", type=parse_pair, metavar="SRC-TGT")
     return parser
 
 
