@@ -31,6 +31,7 @@ SRT = (
     "1\n00:00:01,000 --> 00:00:02,500\nHello there, my friend,\nhow are you today?\n\n"
     "2\n00:00:03,000 --> 00:00:04,250 X1:40 X2:600\n<i>Fine.</i>\n\n"
     "3\n00:01:05,120 --> 00:01:07,000\n♪ ♪\n\n"
+    '4\n00:01:08,000 --> 00:01:09,000\n{\\an8}<font color="#ff0000">Red words</font> and\nsome more\n\n'
     "10\n01:00:00,000 --> 01:00:02,000\nThe end"
 ).encode()
 
@@ -61,12 +62,19 @@ def test_txt_translation_cannot_add_lines() -> None:
 
 def test_srt_numbers_and_timings_byte_for_byte_multiline_cues() -> None:
     doc = parse_document(SRT, "film.srt")
-    assert doc.texts == ["Hello there, my friend, how are you today?", "<i>Fine.</i>", "The end"]
+    assert doc.texts == [
+        "Hello there, my friend, how are you today?",
+        "Fine.",
+        "Red words",
+        "and some more",
+        "The end",
+    ]
     out = translate_document(SRT, "film.srt", upper).decode()
     assert out == (
         "1\n00:00:01,000 --> 00:00:02,500\nHELLO THERE, MY FRIEND,\nHOW ARE YOU TODAY?\n\n"
-        "2\n00:00:03,000 --> 00:00:04,250 X1:40 X2:600\n<I>FINE.</I>\n\n"
+        "2\n00:00:03,000 --> 00:00:04,250 X1:40 X2:600\n<i>FINE.</i>\n\n"
         "3\n00:01:05,120 --> 00:01:07,000\n♪ ♪\n\n"
+        '4\n00:01:08,000 --> 00:01:09,000\n{\\an8}<font color="#ff0000">RED WORDS</font> AND\nSOME MORE\n\n'
         "10\n01:00:00,000 --> 01:00:02,000\nTHE END"
     )
     timing = re.compile(r"^(\d+|\d\d:\d\d:\d\d,\d{3} --> .*)$", re.M)

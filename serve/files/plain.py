@@ -5,7 +5,9 @@
 ``.srt``: cue numbers, timing lines and blank lines are copied byte for byte. A cue's text lines are
 joined with spaces and translated as one text (a subtitle sentence often spans its lines), then broken
 again into as many lines as the cue had (fewer when the translation has fewer words), of balanced length.
-A UTF-8 byte order mark is kept.
+Formatting tags (``<i>``, ``<font color="...">``) are kept and never sent to the model: the text between
+them is translated (through ``serve.markup``), as are leading position codes (``{\\an8}``); a tag never
+straddles a line break. A UTF-8 byte order mark is kept.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from serve.files.errors import CorruptFile
+from serve.markup import split_html
 
 BOM = "\ufeff"
 WORD = re.compile(r"\w")
 _LINES = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+$")
 _BREAKS = re.compile(r"[\r\n]+")
 _CUE_NUMBER = re.compile(r"\s*\d+\s*")
+_POSITION = re.compile(r"^(?:\{\\[^}]*\})+")  # ASS override codes such as {\an8}
+_TOKEN = re.compile(r"(?:<[^>]*>|\{[^}]*\}|\S)+")  # a word, its tags glued to it (spaces in tags too)
+_TAGS = re.compile(r"<[^>]*>|\{[^}]*\}")
 _TIMING = re.compile(r"\s*\d{1,3}:\d{2}:\d{2}[,.]\d{1,3}\s*-->\s*\d{1,3}:\d{2}:\d{2}[,.]\d{1,3}.*")
 
 
@@ -88,17 +94,18 @@ def parse_txt(data: bytes) -> Document:
 
 def rebreak(text: str, n_lines: int) -> list[str]:
     """``text``'s words in at most ``n_lines`` lines of about equal length (each line non-empty)."""
-    words = text.split()
+    words = _TOKEN.findall(text)
     n = min(n_lines, len(words))
     if n <= 1:
         return [" ".join(words)]
-    total = sum(len(w) + 1 for w in words)
+    sizes = [len(_TAGS.sub("", w)) + 1 for w in words]  # what shows on screen: tags take no room
+    total = sum(sizes)
     lines: list[str] = []
     current: list[str] = []
     position = 0
     for k, word in enumerate(words):
         current.append(word)
-        position += len(word) + 1
+        position += sizes[k]
         words_left, lines_left = len(words) - k - 1, n - len(lines) - 1
         if lines_left and (position >= total * (len(lines) + 1) / n or words_left == lines_left):
             lines.append(" ".join(current))
@@ -107,16 +114,26 @@ def rebreak(text: str, n_lines: int) -> list[str]:
     return lines
 
 
+def _cue_pieces(cue: str) -> list[tuple[str, str | None]]:
+    """A cue's text cut into (raw, text to translate or None): tags and position codes are copied."""
+    prefix = _POSITION.match(cue)
+    pieces: list[tuple[str, str | None]] = [(prefix.group(0), None)] if prefix else []
+    for raw, translatable in split_html(cue[prefix.end() if prefix else 0 :]):
+        text = " ".join(raw.split())
+        pieces.append((raw, text if translatable and WORD.search(text) else None))
+    return pieces
+
+
 def parse_srt(data: bytes) -> Document:
     text, bom = decode(data, ".srt")
     lines = split_lines(text)
-    pieces: list[str | tuple[int, int]] = []  # copied text, or (first, end) line indices of a cue's text
+    out: list[str | tuple[int, int, list]] = []  # copied text, or (first, end) line indices of a cue + pieces
     texts: list[str] = []
     i = 0
     while i < len(lines):
         body, ending = lines[i]
         if not body.strip():
-            pieces.append(body + ending)
+            out.append(body + ending)
             i += 1
             continue
         if not _CUE_NUMBER.fullmatch(body):
@@ -127,31 +144,38 @@ def parse_srt(data: bytes) -> Document:
             raise CorruptFile(
                 f"Invalid request: .srt line {i + 2}: expected a timing line like 00:00:01,000 --> 00:00:02,500"
             )
-        pieces.append(body + ending + "".join(lines[i + 1]))
+        out.append(body + ending + "".join(lines[i + 1]))
         first = end = i + 2
         while end < len(lines) and lines[end][0].strip():
             end += 1
-        cue = " ".join(lines[k][0].strip() for k in range(first, end))
-        if WORD.search(cue):
-            pieces.append((first, end))
-            texts.append(" ".join(cue.split()))
+        pieces = _cue_pieces(" ".join(lines[k][0].strip() for k in range(first, end)))
+        cue_texts = [t for _, t in pieces if t is not None]
+        if cue_texts:
+            out.append((first, end, pieces))
+            texts.extend(cue_texts)
         else:
-            pieces.append("".join(body + ending for body, ending in lines[first:end]))
+            out.append("".join(body + ending for body, ending in lines[first:end]))
         i = end
 
     def render(translations: list[str]) -> bytes:
         it = iter(translations)
-        out = [bom]
-        for piece in pieces:
+        result = [bom]
+        for piece in out:
             if isinstance(piece, str):
-                out.append(piece)
+                result.append(piece)
                 continue
-            first, end = piece
-            broken = rebreak(next(it), end - first)
+            first, end, pieces = piece
+            cue = "".join(
+                raw
+                if t is None
+                else raw[: len(raw) - len(raw.lstrip())] + one_line(next(it)) + raw[len(raw.rstrip()) :]
+                for raw, t in pieces
+            )
+            broken = rebreak(cue, end - first)
             endings = [lines[k][1] for k in range(first, end)]
             newline = endings[0] or "\n"
             for k, line in enumerate(broken):  # the last line keeps the cue's last ending (maybe none)
-                out.append(line + (endings[-1] if k == len(broken) - 1 else newline))
-        return "".join(out).encode("utf-8")
+                result.append(line + (endings[-1] if k == len(broken) - 1 else newline))
+        return "".join(result).encode("utf-8")
 
     return Document(".srt", texts, render)
