@@ -7,7 +7,7 @@ import io
 import pytest
 
 from serve.files import SUPPORTED_EXTENSIONS, download_name, stored_name
-from serve.files.contract import (
+from serve.libretranslate.contract import (
     LT_FILE_FORMATS,
     ContractError,
     download_headers,

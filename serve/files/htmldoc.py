@@ -1,4 +1,4 @@
-"""``.html``: the document through the service's markup path (``serve.markup``), tags kept byte for byte.
+"""``.html``: the document through the service's markup path (``serve.libretranslate.markup``), tags kept byte for byte.
 
 Each run of text between tags is one text, its inner whitespace (source line breaks and indentation)
 collapsed to single spaces before translation; script, style, code, pre and ``translate="no"`` are
@@ -7,7 +7,7 @@ left alone, as for ``/translate`` with ``format: "html"``.
 
 from __future__ import annotations
 
-from serve import markup
+from serve.libretranslate import markup
 from serve.files.plain import Document, decode
 
 

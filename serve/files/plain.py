@@ -6,7 +6,7 @@
 joined with spaces and translated as one text (a subtitle sentence often spans its lines), then broken
 again into as many lines as the cue had (fewer when the translation has fewer words), of balanced length.
 Formatting tags (``<i>``, ``<font color="...">``) are kept and never sent to the model: the text between
-them is translated (through ``serve.markup``), as are leading position codes (``{\\an8}``); a tag never
+them is translated (through ``serve.libretranslate.markup``), as are leading position codes (``{\\an8}``); a tag never
 straddles a line break. A UTF-8 byte order mark is kept.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from serve.files.errors import CorruptFile
-from serve.markup import split_html
+from serve.libretranslate.markup import split_html
 
 BOM = "\ufeff"
 WORD = re.compile(r"\w")
