@@ -10,7 +10,6 @@ would otherwise carry about 200 MB of torch); only the inference workers load th
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import multiprocessing as mp
 import os
@@ -22,81 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn
 
+from serve.options import parse_args
 from serve.worker.checkpoint import check_checkpoints_isolated
-
-HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the only hosts LitServe accepts
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="seq2seq-serve", description="Serve a seq2seq checkpoint over HTTP.")
-    env_ckpt = os.environ.get("SEQ2SEQ_CHECKPOINT")
-    p.add_argument("--checkpoint", action="append", required=env_ckpt is None,
-                   help="model .ckpt file, or a folder of them; repeat for more language pairs "
-                        "(default: $SEQ2SEQ_CHECKPOINT)")  # fmt: skip
-    p.add_argument("--host", default="127.0.0.1", choices=HOSTS)
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1, help="inference processes, each with its own model")
-    p.add_argument(
-        "--threads", type=int, default=0,
-        help="torch threads per worker (default: cores // workers; continuous greedy steps use one "
-             "fewer, beam steps all; 1 is better on a busy machine)",
-    )  # fmt: skip
-    p.add_argument(
-        "--pin-cpus", action="store_true",
-        help="give each worker --threads cores of its own and the HTTP processes the others "
-             "(default --threads with it: all cores but one, shared by the workers)",
-    )  # fmt: skip
-    p.add_argument("--max-batch-size", type=int, default=16, help="requests batched together")
-    p.add_argument(
-        "--batch-timeout",
-        type=float,
-        default=0.0,
-        help="seconds a busy worker may wait for a batch to fill (0: take what is queued)",
-    )
-    p.add_argument(
-        "--continuous", action=argparse.BooleanOptionalAction, default=True,
-        help="requests join a running greedy or beam search between steps (--no-continuous: batches only)",
-    )  # fmt: skip
-    p.add_argument("--quantize", choices=("none", "int8"), default="none", help="dynamic int8 on CPU")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="where the workers run the model (auto: a GPU when there is one)")  # fmt: skip
-    p.add_argument("--api-key", default=os.environ.get("SEQ2SEQ_API_KEY"),
-                   help="require this X-API-Key header (default: $SEQ2SEQ_API_KEY)")  # fmt: skip
-    p.add_argument(
-        "--req-limit", type=int, default=os.environ.get("SEQ2SEQ_REQ_LIMIT", -1),
-        help="translation requests per minute per client address, over all HTTP processes "
-             "(-1 or 0: no limit, the default; $SEQ2SEQ_REQ_LIMIT), as LibreTranslate's --req-limit",
-    )  # fmt: skip
-    p.add_argument("--max-chars", type=int, default=1000, help="characters per text")
-    p.add_argument("--max-texts", type=int, default=64, help="texts per request")
-    p.add_argument("--max-beam", type=int, default=10, help="largest beam_size")
-    p.add_argument("--max-length", type=int, default=256, help="output tokens per text (also the default)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait in the queue")
-    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
-    p.add_argument("--log-format", default="text", choices=("text", "json"),
-                   help="json: one JSON object per line, and one line per request")  # fmt: skip
-    args = p.parse_args(argv)
-    args.checkpoint = args.checkpoint or [env_ckpt]
-    for name in (
-        "port",
-        "workers",
-        "max_batch_size",
-        "max_chars",
-        "max_texts",
-        "max_beam",
-        "max_length",
-    ):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.threads < 0:
-        p.error("--threads must be >= 0 (0: cores // workers)")
-    if args.req_limit < -1:
-        p.error("--req-limit must be at least 1, or -1 or 0 for no limit")
-    if not 1024 <= args.port <= 65535:
-        p.error("--port must be between 1024 and 65535")
-    if args.batch_timeout < 0:
-        p.error("--batch-timeout must be >= 0 (0: batch only what is already queued)")
-    return args
 
 
 def port_free(host: str, port: int) -> bool:

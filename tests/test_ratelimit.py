@@ -16,7 +16,7 @@ from libretranslatepy import LibreTranslateAPI
 from prometheus_client.parser import text_string_to_metric_families
 from test_serve import Server, descendants, start_server
 
-from serve.__main__ import parse_args
+from serve.options import parse_args
 from serve.ops.ratelimit import RateLimiter
 
 KEY = "k3y"

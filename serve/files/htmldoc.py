@@ -7,8 +7,8 @@ left alone, as for ``/translate`` with ``format: "html"``.
 
 from __future__ import annotations
 
-from serve.libretranslate import markup
 from serve.files.plain import Document, decode
+from serve.libretranslate import markup
 
 
 def _normalize(text: str) -> str:

@@ -1,0 +1,121 @@
+"""The command line of ``seq2seq-serve``: every option, also as a ``SEQ2SEQ_*`` environment variable.
+
+A variable is the option's name in capitals with ``SEQ2SEQ_`` in front (``--max-chars``:
+``SEQ2SEQ_MAX_CHARS``), so a container or a Helm values file configures the server without a
+command line; the command line wins over the environment. argparse has no such hook, hence
+``environment_defaults``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+
+HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the only hosts LitServe accepts
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def env_name(action: argparse.Action) -> str:
+    return "SEQ2SEQ_" + action.dest.upper()
+
+
+def environment_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """Each option's default from its variable, converted and checked as the option would be."""
+    for action in parser._actions:  # argparse's list of options: it has no public accessor
+        if not action.option_strings or action.dest == "help":
+            continue
+        name = env_name(action)
+        action.help = f"{action.help or ''} [${name}]".strip()
+        raw = environ.get(name)
+        if raw is None or raw == "":
+            continue
+        if action.nargs == 0:  # a flag: store_true or --x/--no-x
+            if raw.lower() not in TRUE + FALSE:
+                parser.error(f"${name} must be one of {', '.join(TRUE + FALSE)}, not {raw!r}")
+            value = raw.lower() in TRUE
+        else:
+            convert = action.type or str
+            parts = (
+                [p.strip() for p in raw.split(",")] if isinstance(action, argparse._AppendAction) else [raw]
+            )
+            try:
+                values = [convert(p) for p in parts]
+            except (TypeError, ValueError):
+                parser.error(f"${name}: {raw!r} is not a valid value for {action.option_strings[0]}")
+            for v in values:
+                if action.choices is not None and v not in action.choices:
+                    parser.error(f"${name} must be one of {', '.join(map(str, action.choices))}, not {v!r}")
+            value = values if isinstance(action, argparse._AppendAction) else values[0]
+        parser.set_defaults(**{action.dest: value})
+        action.required = False
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="seq2seq-serve", description="Serve a seq2seq checkpoint over HTTP.")
+    p.add_argument("--checkpoint", action="append", required=True,
+                   help="model .ckpt file, or a folder of them; repeat for more language pairs "
+                        "(in the variable: comma-separated)")  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1", choices=HOSTS)
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="inference processes, each with its own model")
+    p.add_argument(
+        "--threads", type=int, default=0,
+        help="torch threads per worker (default: cores // workers; continuous greedy steps use one "
+             "fewer, beam steps all; 1 is better on a busy machine)",
+    )  # fmt: skip
+    p.add_argument(
+        "--pin-cpus", action="store_true",
+        help="give each worker --threads cores of its own and the HTTP processes the others "
+             "(default --threads with it: all cores but one, shared by the workers)",
+    )  # fmt: skip
+    p.add_argument("--max-batch-size", type=int, default=16, help="requests batched together")
+    p.add_argument(
+        "--batch-timeout",
+        type=float,
+        default=0.0,
+        help="seconds a busy worker may wait for a batch to fill (0: take what is queued)",
+    )
+    p.add_argument(
+        "--continuous", action=argparse.BooleanOptionalAction, default=True,
+        help="requests join a running greedy or beam search between steps (--no-continuous: batches only)",
+    )  # fmt: skip
+    p.add_argument("--quantize", choices=("none", "int8"), default="none", help="dynamic int8 on CPU")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the workers run the model (auto: a GPU when there is one)")  # fmt: skip
+    p.add_argument("--api-key", help="require this X-API-Key header")
+    p.add_argument(
+        "--req-limit", type=int, default=-1,
+        help="translation requests per minute per client address, over all HTTP processes "
+             "(-1 or 0: no limit, the default), as LibreTranslate's --req-limit",
+    )  # fmt: skip
+    p.add_argument("--max-chars", type=int, default=1000, help="characters per text")
+    p.add_argument("--max-texts", type=int, default=64, help="texts per request")
+    p.add_argument("--max-beam", type=int, default=10, help="largest beam_size")
+    p.add_argument("--max-length", type=int, default=256, help="output tokens per text (also the default)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait in the queue")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--log-format", default="text", choices=("text", "json"),
+                   help="json: one JSON object per line, and one line per request")  # fmt: skip
+    environment_defaults(p, os.environ)
+    args = p.parse_args(argv)
+    for name in (
+        "port",
+        "workers",
+        "max_batch_size",
+        "max_chars",
+        "max_texts",
+        "max_beam",
+        "max_length",
+    ):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.threads < 0:
+        p.error("--threads must be >= 0 (0: cores // workers)")
+    if args.req_limit < -1:
+        p.error("--req-limit must be at least 1, or -1 or 0 for no limit")
+    if not 1024 <= args.port <= 65535:
+        p.error("--port must be between 1024 and 65535")
+    if args.batch_timeout < 0:
+        p.error("--batch-timeout must be >= 0 (0: batch only what is already queued)")
+    return args
