@@ -2,7 +2,7 @@
 
     python scripts/download_multi30k.py                      # from the Multi30k project on GitHub
     python scripts/download_multi30k.py --out corpora/m30k   # then --data.source=corpora/m30k
-    python scripts/download_multi30k.py --base-url file:///mnt/mirror/multi30k   # a local mirror
+    python scripts/download_multi30k.py --base-url file:///path/to/mirror   # a local mirror
 
 The files are ``{train,val,test_2016_flickr}.{de,en,fr,cs}.gz`` from the official repository
 (https://github.com/multi30k/dataset, ``data/task1/raw``), the layout ``seq2seq.sources`` reads as

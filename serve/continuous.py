@@ -18,7 +18,7 @@ second thread speeds a batch of 16 greedy sentences up by a fifth to a quarter (
 sentences/s) and slows a lone one (48-64 to 42-44); in the server it costs more than it gives,
 since the HTTP processes, with a greedy answer to send every few steps, then wait for the core:
 on 2 cores, 16 greedy clients got 107-113 requests/s with both threads and 129-138 with one
-(``bench/load.py``, README "Results").
+(``bench/load.py``; bench/HISTORY.md).
 Beam steps carry five rows per sentence and keep every thread (in-process, 4 sentences:
 43-48 against 59-63 sentences/s; 16 clients: 65-77 requests/s with one thread, 68-88 with two).
 """
