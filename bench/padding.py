@@ -13,7 +13,6 @@ over one epoch of training batches, as a share of all positions.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "multi30k_de_en.yaml"))
     parser.add_argument("--max-tokens", type=int, help="override the config's data.max_tokens")
-    parser.add_argument(
-        "--source",
-        default=os.environ.get("SEQ2SEQ_MULTI30K_DIR"),
-        help="override the config's data.source (default: $SEQ2SEQ_MULTI30K_DIR when set)",
-    )
+    parser.add_argument("--source", help="override the config's data.source, e.g. $SEQ2SEQ_MULTI30K_DIR")
     parser.add_argument("--cache-dir", help="tokenizer/id cache (default: the usual one)")
     args = parser.parse_args()
 
