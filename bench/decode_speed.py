@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from seq2seq.commands import evaluate
 from seq2seq.sources import load_corpus
 from seq2seq.translator import Translator
 
-MULTI30K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
+ROOT = Path(__file__).resolve().parents[1]
+MULTI30K = Path(os.environ.get("SEQ2SEQ_MULTI30K_DIR", ROOT / "data" / "multi30k"))
 
 
 def main() -> None:

@@ -27,7 +27,8 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "multi30k"
+# Multi30k, as scripts/download_multi30k.py writes it (or $SEQ2SEQ_MULTI30K_DIR)
+DEFAULT_DATA = Path(os.environ.get("SEQ2SEQ_MULTI30K_DIR", ROOT / "data" / "multi30k"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -28,10 +28,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "multi30k_de_en.yaml"))
     parser.add_argument("--max-tokens", type=int, help="override the config's data.max_tokens")
+    parser.add_argument("--source", help="override the config's data.source, e.g. $SEQ2SEQ_MULTI30K_DIR")
     parser.add_argument("--cache-dir", help="tokenizer/id cache (default: the usual one)")
     args = parser.parse_args()
 
     data = yaml.safe_load(Path(args.config).read_text())["data"]
+    if args.source:
+        data["source"] = args.source
     source = Path(data["source"])
     if not source.is_absolute() and (ROOT / source).exists():  # config paths are relative to the repo
         data["source"] = str(ROOT / source)

@@ -2,7 +2,7 @@
 
     python bench/scale_data.py                                   # 0.5 M, 1 M and 5 M pairs, Multi30k repeated
     python bench/scale_data.py --sizes 500000 --steps 20 --corpus builtin
-    python bench/scale_data.py --sizes 500000 5000000 --data-dir /tmp/seq2seq-scale --keep
+    python bench/scale_data.py --sizes 500000 5000000 --data-dir corpora/scale --keep
 
 For each size it writes a synthetic corpus as Parquet shards (``data/train-KKKKK-of-NNNNN.parquet``,
 ``--shard-size`` pairs each, written one shard at a time): the base corpus (Multi30k de-en train, or
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -39,7 +40,7 @@ import pyarrow.parquet as pq
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
+MULTI30K = Path(os.environ.get("SEQ2SEQ_MULTI30K_DIR", ROOT / "data" / "multi30k"))
 SRC, TGT = "de", "en"
 
 

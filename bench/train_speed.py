@@ -11,8 +11,10 @@ Each variant runs warm-up steps, then times full optimizer steps (forward, backw
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from matmul_peak import matmul_peak
@@ -21,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from seq2seq.data import TranslationDataModule
 from seq2seq.module import TranslationModule
 
+ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "fused": {"attention": "general", "input_feeding": False},  # the default decoder
     "steps": {"attention": "additive", "input_feeding": True},  # Bahdanau scoring, input feeding
@@ -71,7 +74,9 @@ def count_flops(module: TranslationModule, batch) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", default="../shared/data/multi30k")
+    p.add_argument(
+        "--source", default=os.environ.get("SEQ2SEQ_MULTI30K_DIR", str(ROOT / "data" / "multi30k"))
+    )
     p.add_argument("--src-lang", default="de")
     p.add_argument("--tgt-lang", default="en")
     p.add_argument("--batch-sentences", type=int, default=64)

@@ -1,7 +1,7 @@
 """Translate a test set and report sacreBLEU BLEU and chrF with signatures (see seq2seq/commands.py).
 
     python scripts/evaluate.py --checkpoint model.ckpt --src test.de.gz --ref test.en.gz
-    python scripts/evaluate.py --checkpoint model.ckpt --data ../shared/data/multi30k --split test --json
+    python scripts/evaluate.py --checkpoint model.ckpt --data data/multi30k --split test --json
 
 Options: --help.
 """

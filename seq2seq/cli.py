@@ -79,7 +79,7 @@ def find_last_checkpoint(trainer: pl.Trainer) -> str | None:
     ``hpc_ckpt_*.ckpt`` Lightning's SLURM requeue saves in ``default_root_dir``; None if neither.
 
     Each run logs to a fresh ``version_N`` folder and Lightning looks for ``last.ckpt`` only in
-    the new, empty one, so without this ``--ckpt_path last`` would silently start from scratch.
+    the new, empty one, so without this ``--ckpt_path last`` would silently start afresh.
     A ``ModelCheckpoint`` with its own ``dirpath`` is left to Lightning, which finds it there.
     Taking the newer of the two kinds lets one job script resume after SIGTERM (``last.ckpt``)
     and after SLURM's SIGUSR1 requeue (``hpc_ckpt``) alike.

@@ -2,7 +2,7 @@
 
     seq2seq-translate --checkpoint model.ckpt < input.de > output.en
     seq2seq-evaluate --checkpoint model.ckpt --src test.de.gz --ref test.en.gz
-    seq2seq-evaluate --checkpoint model.ckpt --data ../shared/data/multi30k --split test
+    seq2seq-evaluate --checkpoint model.ckpt --data data/multi30k --split test
     python scripts/plot_attention.py --checkpoint model.ckpt --text "Ein Hund rennt." --output att.png
 
 Every bad input (missing file, bad checkpoint, undecodable line, contradictory options) ends
@@ -240,7 +240,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     add_model_args(p, beam_size=5)
     p.add_argument("--src", help="source sentences, one per line (.gz too)")
     p.add_argument("--ref", help="reference translations, line-aligned with --src")
-    p.add_argument("--data", help="a corpus for seq2seq.sources.load_corpus, e.g. ../shared/data/multi30k")
+    p.add_argument("--data", help="a corpus for seq2seq.sources.load_corpus, e.g. data/multi30k")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.add_argument("--config", help="dataset config name (Hub datasets)")
     p.add_argument("--src-lang", help="default: the checkpoint's")

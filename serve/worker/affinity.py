@@ -5,7 +5,7 @@ Manager and the clients wake up for every request. Left to the scheduler, the wo
 cores as they do and starts cold on each: with 16 clients on 2 cores (greedy, one server,
 affinities set with ``taskset`` between 10-s loads), pinning only the worker to one core raised
 throughput from 128-131 to 156-158 requests/s, pinning only the other processes away from it
-lowered it to 110-112, both 152-155 (README, "Results"). Pinning the worker is what counts; the
+lowered it to 110-112, both 152-155 (bench/HISTORY.md). Pinning the worker is what counts; the
 rest get the other cores so that they never wait behind it.
 LitServe has no affinity setting, hence this module (``os.sched_setaffinity``).
 """
