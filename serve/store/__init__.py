@@ -1,0 +1,1 @@
+"""Shared storage: API keys, rate limits, suggestions and files, in this host's files or in Redis."""
