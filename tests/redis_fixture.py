@@ -47,7 +47,9 @@ class RedisServer:
             except redis.RedisError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start: {(self.workdir / 'redis.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"redis-server did not start: {(self.workdir / 'redis.log').read_text()[-2000:]}"
+                )
             time.sleep(0.02)
         probe.close()
         return self

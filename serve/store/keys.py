@@ -46,6 +46,9 @@ class RedisKeyStore(KeyStore):
         raw = self.breaker.call(lambda: self.client.hgetall(self.hash))
         return {d.decode(): decode_entry(d.decode(), v) for d, v in raw.items()}
 
+    def ping(self) -> None:
+        self.breaker.call(self.client.ping)
+
     def describe(self) -> str:
         return self._where
 

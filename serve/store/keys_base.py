@@ -73,6 +73,11 @@ class KeyStore(ABC):
         """Every key by digest."""
 
     @abstractmethod
+    def ping(self) -> None:
+        """Raise ``StoreUnavailable`` (or ``ValueError`` for a wrong file) unless the store answers:
+        for a start-up check that logs, since a server starts while its store is still coming up."""
+
+    @abstractmethod
     def describe(self) -> str:
         """Where the keys are (no password), for logs and ``/info``."""
 

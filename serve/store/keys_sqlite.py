@@ -77,6 +77,9 @@ class SqliteKeyStore(KeyStore):
         rows = self._run("SELECT key_sha256, req_limit, char_limit, hint, created FROM seq2seq_api_keys")
         return {d: KeyEntry(d[:ID_LENGTH], hint, KeyLimits(r, c), t) for d, r, c, hint, t in rows}
 
+    def ping(self) -> None:
+        self._run("SELECT count(*) FROM seq2seq_api_keys")
+
     def describe(self) -> str:
         return str(self.path)
 
