@@ -108,4 +108,4 @@ def test_clear_errors(tmp_path: Path) -> None:
         run = keys(*args, env=env)
         assert (run.returncode, run.stdout) == (code, ""), (args, run.stderr)
         last = run.stderr.splitlines()[-1]  # argparse prints its usage above
-        assert last.startswith("seq2seq-keys: error: ") and message in last, (args, run.stderr)
+        assert last.startswith("seq2seq-keys") and ": error: " in last and message in last, (args, run.stderr)
