@@ -25,16 +25,17 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server on ``port``, with an append-only file that survives ``kill`` + ``start``."""
+    """One redis-server on ``port``, with an append-only file that survives ``kill`` + ``start``
+    (``fsync="always"``: every write on disk before the answer; Redis' default is "everysec")."""
 
-    def __init__(self, workdir: Path, port: int | None = None):
-        self.workdir, self.port = workdir, port or free_port()
+    def __init__(self, workdir: Path, port: int | None = None, fsync: str = "always"):
+        self.workdir, self.port, self.fsync = workdir, port or free_port(), fsync
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 20.0) -> RedisServer:
         args = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.workdir),
-                "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"]  # fmt: skip
+                "--save", "", "--appendonly", "yes", "--appendfsync", self.fsync, "--protected-mode", "no"]  # fmt: skip
         log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 (the process owns it)
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
