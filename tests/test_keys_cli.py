@@ -109,3 +109,17 @@ def test_clear_errors(tmp_path: Path) -> None:
         assert (run.returncode, run.stdout) == (code, ""), (args, run.stderr)
         last = run.stderr.splitlines()[-1]  # argparse prints its usage above
         assert last.startswith("seq2seq-keys") and ": error: " in last and message in last, (args, run.stderr)
+
+
+def test_a_key_write_waits_for_the_disk_or_says_it_cannot(redis_server) -> None:
+    env = {"SEQ2SEQ_SHARED_STORAGE": redis_server.url}
+    version = tuple(int(x) for x in redis_server.client().info("server")["redis_version"].split(".")[:2])
+    added = keys("add", "3", env=env)
+    assert added.returncode == 0
+    if version < (7, 2):  # no WAITAOF: the operator is told how to make writes durable
+        assert "older than 7.2" in added.stderr and "--appendfsync always" in added.stderr
+        return
+    assert "warning" not in added.stderr
+    redis_server.client().config_set("appendonly", "no")
+    added = keys("add", "3", env=env)
+    assert added.returncode == 0 and "keeps no append-only file" in added.stderr

@@ -80,6 +80,10 @@ class Breaker:
             self._closed_until = time.monotonic() + self.pause_s
             raise StoreUnavailable(f"{self.what} unreachable: {self.last_error}") from e
 
+    def reset(self) -> None:
+        """Forget an error that said nothing about reachability (an answer that was an error)."""
+        self._closed_until = 0.0
+
     @property
     def healthy(self) -> bool:
         """False while the breaker holds calls back after an error."""

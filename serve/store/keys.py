@@ -27,6 +27,7 @@ class RedisKeyStore(KeyStore):
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
         self._where = public_url(f"redis://{where}")
         self.breaker = breaker or Breaker(f"the API key store at {self._where}")
+        self.warnings: set[str] = set()  # about durability, for seq2seq-keys to print
 
     @classmethod
     def from_url(cls, url: str, namespace: str = "seq2seq") -> RedisKeyStore:
@@ -38,9 +39,32 @@ class RedisKeyStore(KeyStore):
 
     def _put(self, digest: str, entry: KeyEntry) -> None:
         self.breaker.call(lambda: self.client.hset(self.hash, digest, encode_entry(entry)))
+        self._on_disk()
 
     def _delete(self, digest: str) -> bool:
-        return bool(self.breaker.call(lambda: self.client.hdel(self.hash, digest)))
+        removed = bool(self.breaker.call(lambda: self.client.hdel(self.hash, digest)))
+        self._on_disk()
+        return removed
+
+    def _on_disk(self) -> None:
+        """Wait until Redis has the write in its append-only file (``WAITAOF``, Redis >= 7.2), so an
+        acknowledged key survives a crash; where Redis cannot tell, say so in ``warnings``."""
+        try:
+            local, _ = self.breaker.call(lambda: self.client.execute_command("WAITAOF", 1, 0, 5000))
+        except StoreUnavailable as e:
+            cause = str(e.__cause__ or e)
+            if "appendonly is disabled" in cause:
+                self.warnings.add(f"Redis at {self._where} keeps no append-only file: its keys are lost "
+                                  "when it restarts (run it with --appendonly yes)")  # fmt: skip
+            elif "unknown command" in cause.lower():
+                self.warnings.add(f"Redis at {self._where} is older than 7.2 and cannot confirm that a "
+                                  "write is on disk: run it with --appendfsync always")  # fmt: skip
+            else:
+                raise
+            self.breaker.reset()
+            return
+        if local < 1:
+            raise StoreUnavailable(f"Redis at {self._where} did not write the change to disk within 5 s")
 
     def _all(self) -> dict[str, KeyEntry]:
         raw = self.breaker.call(lambda: self.client.hgetall(self.hash))

@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     except StoreUnavailable as e:
         parser.exit(1, f"seq2seq-keys: error: {e}\n")
     finally:
+        for warning in sorted(getattr(store, "warnings", ())):
+            print(f"seq2seq-keys: warning: {warning}", file=sys.stderr)
         store.close()
     sys.exit(code)
 
