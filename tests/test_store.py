@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-from redis_fixture import RedisServer, redis_server  # noqa: F401
+from redis_fixture import RedisServer, redis_server, require_redis  # noqa: F401
 
 from serve.store.cache import TranslationCache
 from serve.store.connection import StoreUnavailable, redis_client
 from serve.store.keys import KeyLimits, KeyStore, RedisKeyStore, SqliteKeyStore, open_key_store
-from serve.store.limiter import Counters, FloodGuard, RequestLimiter
+from serve.store.limiter import Counters, FloodGuard, RequestLimiter, Verdict
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -89,6 +89,30 @@ def test_redis_down_fails_key_checks_closed_and_they_recover_by_themselves(redis
         except StoreUnavailable:
             assert time.monotonic() < deadline, "the key store did not reconnect within 5 s"
             time.sleep(0.05)
+
+
+def test_objects_made_before_redis_is_up_work_once_it_is(tmp_path: Path) -> None:
+    """A replica starts while Redis is still coming up: nothing connects before the first use."""
+    require_redis()
+    later = RedisServer(tmp_path)  # its port chosen, nothing listening yet
+    client = redis_client(later.url)
+    store, limiter = RedisKeyStore(client), RequestLimiter(Counters(client), req_limit=1)
+    with pytest.raises(StoreUnavailable):
+        store.lookup("k")
+    assert limiter.hit("10.0.0.1") == Verdict(True, checked=False)
+    later.start()
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                assert store.lookup("k") is None
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "no reconnection within 5 s"
+                time.sleep(0.05)
+        assert limiter.hit("10.0.0.1").checked and not limiter.hit("10.0.0.1").allowed
+    finally:
+        later.kill()
 
 
 def test_sqlite_unreadable_fails_closed_and_a_libretranslate_file_is_refused(tmp_path: Path) -> None:
