@@ -1,6 +1,6 @@
 """The CPU image (Containerfile), built and run as CI does: on a Debian base bootstrapped from the
-apt archive (no registry is reachable), with podman. The tiny checkpoint is mounted read-only at
-/models: /health, a translation equal to the Translator's, the image's HEALTHCHECK, a non-root
+apt archive (no registry is reachable), with podman, run with a read-only root filesystem and no
+capabilities. The tiny checkpoint is mounted read-only at /models: /health, a translation equal to the Translator's, the image's HEALTHCHECK, a non-root
 server, and SIGTERM ending it within the grace period.
 
 Needs root, podman, runc and mmdebstrap; elsewhere it skips and says why, and
@@ -102,7 +102,9 @@ def container(image: str, tiny_checkpoint: Path, tmp_path: Path):
     shutil.copy(tiny_checkpoint, models / "tiny.ckpt")
     models.chmod(0o755), (models / "tiny.ckpt").chmod(0o644)  # readable by the image's user
     name, port = f"seq2seq-ci-{uuid.uuid4().hex[:8]}", free_port()
+    # locked down as deploy/kubernetes/deployment.yaml runs it: read-only root, a writable /tmp, no capabilities
     podman("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8000", "-v", f"{models}:/models:ro",
+           "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
            "-e", "OMP_NUM_THREADS=1", image, "--host", "0.0.0.0", "--threads", "1")  # fmt: skip
     url, began = f"http://127.0.0.1:{port}", time.monotonic()
     while True:
