@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 DEMO_ARGS ?=
 
-.PHONY: install demo test chromium lint format clean
+.PHONY: install demo test chromium deploy-tools lint format clean
 
 install: $(STAMP)
 
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(OFFLINE) $(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium deploy-tools
 	$(OFFLINE) $(BIN)/pytest -q
 
 # Headless Chromium for tests/test_web.py, installed when missing where that is possible (root with
@@ -34,6 +34,19 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
 		|| echo "make: could not install chromium: the browser tests will skip"; \
 	else echo "make: chromium is missing and installing it needs root and apt-get: the browser tests will skip"; fi
+
+# redis-server (tests/test_store.py and the keys/limits tests), nginx (tests/test_deploy.py) and podman
+# with what it needs here (tests/test_container.py), installed when missing as chromium is.
+DEPLOY_PACKAGES := redis-server nginx podman buildah runc mmdebstrap fuse-overlayfs slirp4netns uidmap \
+	containernetworking-plugins catatonit iptables
+deploy-tools:
+	@command -v redis-server >/dev/null && command -v nginx >/dev/null && command -v podman >/dev/null \
+		&& command -v runc >/dev/null && command -v mmdebstrap >/dev/null || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+			--no-install-recommends $(DEPLOY_PACKAGES) \
+		|| echo "make: could not install $(DEPLOY_PACKAGES): the Redis, nginx and container tests will skip"; \
+	else echo "make: redis-server, nginx or podman is missing and installing them needs root and apt-get: those tests will skip"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
