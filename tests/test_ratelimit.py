@@ -16,8 +16,8 @@ from libretranslatepy import LibreTranslateAPI
 from prometheus_client.parser import text_string_to_metric_families
 from test_serve import Server, descendants, start_server
 
-from serve.options import parse_args
 from serve.ops.ratelimit import RateLimiter
+from serve.options import parse_args
 
 KEY = "k3y"
 LIMIT = 3
