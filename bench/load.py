@@ -5,7 +5,9 @@
 
 Starts ``python -m serve`` itself unless ``--url`` is given, then N concurrent clients each send
 one Multi30k test_2016_flickr source sentence per request, back to back, for T seconds. Prints
-requests/s, latency percentiles, errors and the resident memory of the server's process tree.
+requests/s, latency percentiles, errors, the resident memory of the server's process tree and its
+CPU time per request, split between the inference workers and the rest (HTTP, LitServe's manager):
+CPU time, unlike throughput, holds when other jobs share the cores.
 The clients run in this process and share the machine's cores with the server.
 """
 
@@ -89,6 +91,21 @@ def memory_mb(pid: int) -> tuple[float, float]:
         except OSError:
             continue
     return rss_kb / 1024, pss_kb / 1024
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time (user + system) used so far by the inference workers and by the rest of the tree."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {"worker": 0.0, "other": 0.0}
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = Path(f"/proc/{p}/cmdline").read_bytes()
+        except OSError:
+            continue
+        worker = b"spawn_main" in cmdline and b"resource_tracker" not in cmdline
+        used["worker" if worker else "other"] += (int(fields[11]) + int(fields[12])) / tick
+    return used
 
 
 class MemorySampler(threading.Thread):
@@ -211,7 +228,14 @@ def main(argv: list[str] | None = None) -> None:
         sampler = MemorySampler(pid) if pid else None
         if sampler:
             sampler.start()
+        cpu_before = cpu_seconds(pid) if pid else None
         result = asyncio.run(load(url, headers, sentences, args))
+        if cpu_before is not None:
+            cpu_after = cpu_seconds(pid)
+            result["server_cpu_ms_per_request"] = {
+                k: round(1000 * (cpu_after[k] - cpu_before[k]) / max(1, result["requests"]), 2)
+                for k in cpu_after
+            }
         if sampler:
             sampler.stop.set()
             sampler.join()
@@ -230,6 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     if "server_rss_mb_peak" in result:
         print(f"server memory, summed over {result['server_processes']} processes: peak RSS "
               f"{result['server_rss_mb_peak']} MB, peak PSS {result['server_pss_mb_peak']} MB")  # fmt: skip
+    if "server_cpu_ms_per_request" in result:
+        cpu = result["server_cpu_ms_per_request"]
+        print(f"server CPU per request: workers {cpu['worker']} ms, the rest {cpu['other']} ms")
     print(json.dumps(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -19,7 +19,6 @@ from fastapi import HTTPException
 from litserve import LitAPI, LitServer
 from litserve.loops import LitLoop
 from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError, collate_requests
-from litserve.server import response_queue_to_buffer
 from litserve.utils import (
     LitAPIStatus,
     LoopResponseType,
@@ -49,26 +48,19 @@ def test_the_pinned_version() -> None:
         assert "litserve 0.2.19" in module.__doc__
 
 
-def test_queue_items_the_sentinel_and_start_notices() -> None:
-    """LitServe's own collection: items (queue id, uid, enqueued at, request), START notices sent
-    only with worker restarts on, and the sentinel (None, None, None, None) stops the loop."""
+def test_queue_items_and_the_sentinel() -> None:
+    """LitServe's own collection reads items (queue id, uid, enqueued at, request), and the
+    sentinel (None, None, None, None) stops the loop."""
     assert _SENTINEL_VALUE == (None, None, None, None)
     api = LitAPI(max_batch_size=4, batch_timeout=0)
     api.request_timeout = 30.0
-    loop, transport, queue = LitLoop(), Sent(), Queue()
-    loop._restart_workers = True  # what litserve.loops.loops.inference_worker sets from LitServer
+    loop, queue = LitLoop(), Queue()
     queue.put((3, "uid-1", time.monotonic(), {"text": "x"}))
-    payloads, timed_out = collate_requests(loop, api, queue, transport)
+    payloads, timed_out = collate_requests(loop, api, queue, Sent())
     assert payloads == [(3, "uid-1", {"text": "x"})] and timed_out == []
-    ((consumer, (uid, message)),) = transport.items
-    assert (consumer, uid) == (3, "uid-1")
-    assert message[:3] == ((), LitAPIStatus.START, LoopResponseType.REGULAR)
     queue.put(_SENTINEL_VALUE)
     with pytest.raises(_StopLoopError):
-        collate_requests(loop, api, queue, transport)
-    loop._restart_workers = False
-    loop.put_response(Sent(), 0, "u", (), LitAPIStatus.START, LoopResponseType.REGULAR)  # dropped
-    assert "_restart_workers" in inspect.getsource(litserve.loops.loops.inference_worker)
+        collate_requests(loop, api, queue, Sent())
 
 
 def test_answers_and_errors_as_the_http_side_reads_them() -> None:
@@ -83,29 +75,15 @@ def test_answers_and_errors_as_the_http_side_reads_them() -> None:
     assert (LitAPIStatus.START, LitAPIStatus.OK, LitAPIStatus.ERROR) == ("START", "OK", "ERROR")
 
 
-def test_the_http_side_records_which_worker_took_a_request() -> None:
-    """response_queue_to_buffer sets ResponseBufferItem.worker_id from a START notice and answers
-    through the item's event: what the supervisor fails requests by."""
-
-    class Receive:
-        def __init__(self, items):
-            self.items = list(items)
-
-        async def areceive(self, consumer_id: int, timeout=None, block=True):
-            if not self.items:
-                raise asyncio.CancelledError
-            return self.items.pop(0)
-
-    async def run() -> ResponseBufferItem:
-        item = ResponseBufferItem(event=asyncio.Event())
-        assert (item.worker_id, item.response, item.response_queue) == (None, None, None)
-        transport = Receive([("u", ((), LitAPIStatus.START, LoopResponseType.REGULAR, 7))])
-        connector = type("Connector", (), {"lit_apis": [LitAPI()], "any_stream": lambda self: False})()
-        await response_queue_to_buffer(transport, {"u": item}, 0, connector)
-        return item
-
-    item = asyncio.run(run())
-    assert item.worker_id == 7 and not item.event.is_set()
+def test_the_http_side_waits_on_a_buffer_item_event() -> None:
+    """What the supervisor fails a request through: the item LitServe's handler waits on, answered
+    by setting ``response`` to (data, status) and its ``event``."""
+    source = inspect.getsource(litserve.server.RegularRequestHandler.handle_request)
+    assert "self.server.response_buffer[uid] = ResponseBufferItem(event)" in source
+    assert "response, status = response_buffer_item.response" in source
+    assert "await event.wait()" in source
+    item = ResponseBufferItem(event=asyncio.Event())
+    assert (item.response, item.response_queue) == (None, None)
 
 
 def test_the_server_attributes_the_supervisor_uses() -> None:
@@ -113,7 +91,9 @@ def test_the_server_attributes_the_supervisor_uses() -> None:
                  "launch_single_inference_worker", "lifespan", "register_endpoints"):  # fmt: skip
         assert callable(getattr(LitServer, name)), name
     source = inspect.getsource(LitServer.__init__)
-    assert "self.response_buffer" in source and "restart_workers" in source
+    assert "self.response_buffer" in source
+    # restart_workers=False: LitLoop sends no START notices (our loop sends none at all)
+    assert "self._restart_workers" in inspect.getsource(LitLoop.put_response)
     assert "_start_worker_monitoring(" in inspect.getsource(LitServer.run)
     assert "self._shutdown_event = manager.Event()" in inspect.getsource(LitServer._init_manager)
     assert "self.inference_workers.extend(" in inspect.getsource(LitServer.run)  # the processes, by index

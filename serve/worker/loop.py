@@ -22,7 +22,9 @@ top-level names and ``litserve.loops``. Here that is the loop contract of litser
 ``LitLoop`` documents only by example (litserve/loops/base.py, ``collate_requests``, lines 98-160):
 queue items ``(response_queue_id, uid, enqueued_at, request)``, the sentinel
 ``_SENTINEL_VALUE``, and answers as ``LitAPIStatus``/``LoopResponseType`` with
-``PickleableHTTPException`` (litserve/utils.py, lines 51-71). ``tests/test_litserve_seams.py``
+``PickleableHTTPException`` (litserve/utils.py, lines 51-71). It sends no START notices (they tell
+the HTTP process which worker took a request): one message per request fewer through LitServe's
+manager-backed transport, about 0.4 ms of CPU per request (docs/benchmarks.md, "Serving"). ``tests/test_litserve_seams.py``
 pins each of them.
 """
 
@@ -148,14 +150,13 @@ class TranslationLoop(LitLoop):
         return taken, timed_out
 
     def _take(self, item: tuple, lit_api, transport, taken: list, timed_out: list[Ticket]) -> None:
-        """As ``collate_requests`` does for each item: the START notice (which tells the HTTP process
-        which worker holds the request, for restarts), then the queue-timeout check."""
+        """As ``collate_requests`` does for each item, the queue-timeout check. No START notice: the
+        supervisor does not need to know which worker took a request (``serve.worker.supervisor``)."""
         if item == _SENTINEL_VALUE:
             raise StopLoop
         response_queue_id, uid, enqueued_at, request = item
-        if enqueued_at < self.stale_before.value:  # already answered 503: no START, no work
+        if enqueued_at < self.stale_before.value:  # already answered 503: no work
             return
-        self.put_response(transport, response_queue_id, uid, (), LitAPIStatus.START, LoopResponseType.REGULAR)
         timeout = lit_api.request_timeout
         if timeout not in (-1, False, None) and time.monotonic() - enqueued_at > timeout:
             timed_out.append((response_queue_id, uid))

@@ -8,10 +8,12 @@ it, the worker is restarted, but the requests it was translating hang for ever: 
 them in the main process's ``response_buffer``, while the buffers live in the forked HTTP
 processes (and it sets their asyncio events from a thread). It also restarts a worker whose
 ``setup`` fails, for ever. ``SupervisedServer`` replaces that monitor. The main process restarts
-dead workers and bumps a per-worker death counter in shared memory; each HTTP process watches the
-counters and answers 503 to every request the dead worker had taken (LitServe's START message
-records which worker took it) and to every request no worker had taken yet, since a request the
-worker took from the queue just before it died has no START message. A worker that keeps failing
+dead workers and counts the deaths in shared memory;
+each HTTP process watches the count and, on a death, answers 503 to every
+request it is still waiting for, and the workers skip the requests queued before the death
+(``TranslationLoop.stale_before``). Requests are not traced to the worker that took them (LitServe's
+START notices would cost a message per request), so with several workers a death also fails the
+requests the other workers were translating: clients retry after ``Retry-After``. A worker that keeps failing
 before it is ready stops the server with ``failure`` set, for a one-line exit.
 
 With ``serve.worker.loop``, the only module that uses LitServe beyond its top-level names and
@@ -29,7 +31,6 @@ import multiprocessing as mp
 import signal
 import threading
 import time
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 import litserve as ls
@@ -79,13 +80,10 @@ class SupervisedServer(ls.LitServer):
             model_metadata=model_metadata,
             max_payload_size=max_payload_size,
             middlewares=middlewares,
-            restart_workers=True,  # workers then send START with their id when they take a request
+            restart_workers=False,  # restarts are ours; LitServe's workers then send no START notices
         )
-        n_workers = sum(
-            len(self._inference_workers_config_for_api(a.api_path)) for a in self.litapi_connector
-        )
-        # deaths per worker index, written here and read by the HTTP processes forked after this
-        self._deaths = mp.RawArray("i", n_workers)
+        # worker deaths, counted here and watched by the HTTP processes forked after this
+        self._deaths = mp.RawValue("i", 0)
         self._no_workers = mp.RawValue("b", 0)  # set when shutting down and every worker is gone
         self._stopping = False
 
@@ -124,7 +122,7 @@ class SupervisedServer(ls.LitServer):
                     if self._stopping:  # no restart, but no request waits for a worker that is gone
                         if index not in gone:
                             gone.add(index)
-                            self._deaths[index] += 1
+                            self._deaths.value += 1
                         continue
                     status = self._status(index)
                     if proc.exitcode == 0 and status == WorkerSetupStatus.READY:
@@ -133,7 +131,7 @@ class SupervisedServer(ls.LitServer):
                             continue
                     left_at.pop(index, None)
                     self._mark_stale()
-                    self._deaths[index] += 1  # the HTTP processes fail its requests with 503
+                    self._deaths.value += 1  # the HTTP processes answer their waiting requests 503
                     if not self._restart(index, proc, status, setup_failures):
                         return
                 time.sleep(self.poll_s)
@@ -179,14 +177,9 @@ class SupervisedServer(ls.LitServer):
                 watcher.cancel()
 
     async def _fail_orphaned_requests(self) -> None:
-        """Answer 503 to the requests a dead worker had taken and to those not taken yet (a worker
-        may have died holding one it had not announced), and to all once every worker is gone.
-
-        Only requests taken before the death can match: the restarted worker (same id) takes
-        requests only once its model is loaded, seconds after the counter changed. The requests
-        still queued are skipped by the workers (``TranslationLoop.stale_before``).
-        """
-        seen = list(self._deaths)
+        """Answer 503 to every request this process waits for when a worker dies, and to all once
+        every worker is gone (module docstring)."""
+        seen = self._deaths.value
         died = HTTPException(
             503,
             "the inference worker died while translating this request (out of memory?); "
@@ -196,18 +189,15 @@ class SupervisedServer(ls.LitServer):
         while True:
             await asyncio.sleep(self.poll_s)
             if self._no_workers.value:
-                self._fail(lambda item: True, HTTPException(503, "the server is shutting down"))
-                continue
-            for index, deaths in enumerate(self._deaths):
-                if deaths != seen[index]:
-                    seen[index] = deaths
-                    # worker ids are per LitAPI; with several LitAPIs this may also fail a twin's requests
-                    _, worker_id = self._locate(index)
-                    self._fail(lambda item, w=worker_id: item.worker_id in (w, None), died)
+                self._fail(HTTPException(503, "the server is shutting down"))
+            elif self._deaths.value != seen:
+                seen = self._deaths.value
+                self._fail(died)
 
-    def _fail(self, which: Callable[[ResponseBufferItem], bool], error: HTTPException) -> None:
+    def _fail(self, error: HTTPException) -> None:
+        item: ResponseBufferItem
         for item in list(self.response_buffer.values()):
-            if which(item) and not item.event.is_set():
+            if not item.event.is_set():
                 item.response = (error, LitAPIStatus.ERROR)
                 if item.response_queue is not None:  # a streaming request
                     item.response_queue.append((error, LitAPIStatus.ERROR))
