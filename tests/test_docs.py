@@ -28,7 +28,8 @@ DEVLOG = re.compile(
     r"\bsessions?\b|\bissue #?\d|\byesterday\b|\bscratch\b|\bthis VM\b|\.\./shared",
     re.IGNORECASE,
 )
-ABSOLUTE = re.compile(r"(?<![\w.:/~-])/(?:work|tmp|home|root|mnt|opt|srv|data|shared|Users|private)/")
+# /data and /models are the container image's documented mount points, not paths of one machine
+ABSOLUTE = re.compile(r"(?<![\w.:/~-])/(?:work|tmp|home|root|mnt|opt|srv|shared|Users|private)/")
 
 
 def prose_lines(text: str) -> list[tuple[int, str]]:
