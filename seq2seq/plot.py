@@ -12,15 +12,14 @@ from matplotlib.figure import Figure
 EOS_LABEL = "</s>"
 
 
-def plot_attention(
+def attention_figure(
     attention: Sequence[Sequence[float]] | np.ndarray,
     source_tokens: list[str],
     target_tokens: list[str],
-    path: str | Path,
     title: str | None = None,
-) -> Path:
-    """Write a PNG heatmap of ``attention`` (len(target) + 1, len(source) + 1): rows are target
-    pieces, columns source pieces, each with the EOS step or token last. Returns the path."""
+) -> Figure:
+    """A heatmap of ``attention`` (len(target) + 1, len(source) + 1): rows are target pieces,
+    columns source pieces, each with the EOS step or token last."""
     weights = np.asarray(attention, dtype=np.float32)
     rows, cols = len(target_tokens) + 1, len(source_tokens) + 1
     if weights.shape != (rows, cols):
@@ -37,6 +36,17 @@ def plot_attention(
     if title:
         ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.03)
+    return fig
+
+
+def plot_attention(
+    attention: Sequence[Sequence[float]] | np.ndarray,
+    source_tokens: list[str],
+    target_tokens: list[str],
+    path: str | Path,
+    title: str | None = None,
+) -> Path:
+    """Write ``attention_figure`` as a PNG file; returns the path."""
     path = Path(path)
-    fig.savefig(path, format="png", dpi=100)
+    attention_figure(attention, source_tokens, target_tokens, title).savefig(path, format="png", dpi=100)
     return path
