@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from seq2seq.checkpoint import PREEMPTED_EXIT, Checkpoint
@@ -129,6 +131,22 @@ def share_run_folder(trainer: pl.Trainer, ckpt_path: str | None) -> None:
     for logger in trainer.loggers:
         if hasattr(logger, "_version"):  # CSVLogger, TensorBoardLogger: no public setter
             logger._version = version
+        if isinstance(logger, CSVLogger) and trainer.is_global_zero:
+            keep_csv_rows(logger)
+
+
+def keep_csv_rows(logger: CSVLogger) -> None:
+    """Keep the rows of a ``metrics.csv`` the run continues: Lightning's CSV writer deletes the file
+    of a folder it reuses (lightning.fabric.loggers.csv_logs._ExperimentWriter._check_log_dir_exists),
+    though its ``save`` appends. Put the rows back and tell the writer the columns they have."""
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return
+    rows = path.read_bytes()
+    writer = logger.experiment  # created now: this deletes the file
+    path.write_bytes(rows)
+    with path.open(newline="") as f:
+        writer.metrics_keys = next(csv.reader(f), [])
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -48,7 +48,7 @@ class TestAfterFit(pl.Callback):
         run = Path(trainer.log_dir or trainer.default_root_dir)
         report = {
             "split": self.split, "beam_size": hp.test_beam_size, "length_penalty": hp.length_penalty,
-            "minutes": round(pl_module.train_minutes(), 2), "updates": trainer.global_step,
+            "minutes": round(pl_module.train_minutes(), 3), "updates": trainer.global_step,
             "sentences": len(split), "results": {},
         }  # fmt: skip
         for kind in self.checkpoints:

@@ -132,6 +132,10 @@ def _fmt(value, digits: int = 2) -> str:
     return str(value).replace("|", "\\|")
 
 
+def _cell(value) -> str:
+    return "-" if value is None else str(value).replace("|", "\\|")
+
+
 def compare_table(runs: list[Run]) -> str:
     """A Markdown table: the differing hyperparameters, then validation and test scores, time, seed."""
     keys = differing(runs)
@@ -142,7 +146,7 @@ def compare_table(runs: list[Run]) -> str:
         tests = (r.test or {}).get("results", {})
         best, last = tests.get("best", {}), tests.get("last", {})
         cells = [
-            r.name, *(_fmt(r.config.get(k)) for k in keys), _fmt(r.seed),
+            r.name, *(_cell(r.config.get(k)) for k in keys), _fmt(r.seed),
             _fmt(max((v["bleu"] for v in r.val), default=None)), _fmt(r.val[-1]["bleu"] if r.val else None),
             _fmt(best.get("bleu")), _fmt(best.get("chrf")), _fmt(last.get("bleu")), _fmt(last.get("chrf")),
             _fmt(r.minutes, 1), _fmt(r.updates),
