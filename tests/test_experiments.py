@@ -17,7 +17,7 @@ from sacrebleu.metrics import BLEU, CHRF
 from test_resume import subprocess_env
 
 from seq2seq import Translator
-from seq2seq.cli import train_main
+from seq2seq.cli import TrainCLI, train_main
 from seq2seq.runs import find_runs, read_metrics
 from seq2seq.sources import load_corpus
 
@@ -215,3 +215,42 @@ def test_tensorboard_logs_next_to_csv_in_one_folder(tmp_path: Path, runs: dict[s
     assert len(events.Images("val/attention")) == 3
     texts = events.Tensors("val/samples/text_summary")
     assert len(texts) == 3 and b"source" in texts[-1].tensor_proto.string_val[0]
+
+
+def print_config(*configs: str) -> dict:
+    import yaml
+
+    args = ["fit", *(f"--config={ROOT / 'configs' / c}" for c in configs), "--print_config"]
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return yaml.safe_load(proc.stdout)
+
+
+@pytest.mark.parametrize("pair", ["de_en", "en_de"])
+def test_benchmark_budget_is_updates_and_the_wall_clock_one_an_overlay(pair: str) -> None:
+    config = print_config(f"multi30k_{pair}.yaml")
+    trainer = config["trainer"]
+    assert (trainer["max_steps"], trainer["max_epochs"], trainer["max_time"]) == (7200, -1, None)
+    assert config["model"]["scheduler"] == "budget"
+    assert config["test_after_fit"]["checkpoints"] == ["best", "last"]
+    timed = print_config(f"multi30k_{pair}.yaml", "multi30k_60min.yaml")
+    trainer = timed["trainer"]
+    assert (trainer["max_steps"], trainer["max_epochs"], trainer["max_time"]) == (-1, -1, "00:01:00:00")
+    assert timed["data"] == config["data"] and timed["model"] == config["model"]
+    finetune = print_config("finetune.yaml")
+    assert finetune["model"]["scheduler"] == "budget" and finetune["data"]["mix_ratio"] == 1.0
+
+
+def test_budget_schedule_ends_at_max_steps_without_an_epoch_cap(
+    tmp_path: Path, runs: dict[str, Path]
+) -> None:
+    cache = runs["a"].parents[2] / "cache"
+    sched = ["--model.scheduler=budget", "--model.warmup_steps=2", "--model.final_lr_ratio=0.1"]
+    args = tiny_train_args(tmp_path, f"--data.cache_dir={cache}", "--trainer.max_steps=20", "--trainer.max_epochs=-1",
+                           "--trainer.num_sanity_val_steps=0", "--trainer.limit_val_batches=0", *sched)  # fmt: skip
+    cli: TrainCLI = train_main(args)
+    assert cli.trainer.estimated_stepping_batches == 20 and cli.trainer.global_step == 20
+    # the last scheduler step saw 20 of 20 planned steps: the floor, 10% of the peak lr 0.005
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.005 * 0.1, rel=1e-6)
+    assert cli.model.training_progress() == 1.0
