@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -42,15 +43,21 @@ def fail(message: str) -> NoReturn:
 
 
 _MAIN_PID = os.getpid()
+_DRAIN: list = []  # (serve.ops.probes.Drain, --shutdown-delay) once the server is built
 
 
 def _on_signal(signum: int, frame: object) -> None:
-    """SIGTERM and SIGINT -> LitServe's graceful shutdown (on plain SIGTERM it orphans its workers)."""
+    """SIGTERM and SIGINT -> LitServe's graceful shutdown (on plain SIGTERM it orphans its workers).
+    SIGTERM first turns readiness 503 and keeps serving for --shutdown-delay seconds."""
     if os.getpid() != _MAIN_PID:  # a forked API process: uvicorn re-raises after its own shutdown
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+    if signum == signal.SIGTERM and _DRAIN:
+        drain, delay = _DRAIN[0]
+        drain.start()
+        time.sleep(delay)  # the HTTP processes answer meanwhile; a load balancer sees /health 503
     raise KeyboardInterrupt
 
 
@@ -113,7 +120,11 @@ def main(argv: list[str] | None = None) -> None:
 
     log_config = logs.configure(args.log_format, args.log_level)
     server = build_server(args, catalog, metas[0]["device"], cpus)
+    _DRAIN.append((server.drain, args.shutdown_delay))
+    from serve.ops.proxy import uvicorn_proxy_settings
+
     uvicorn_logs = {"log_config": log_config, "access_log": False} if log_config else {}
+    uvicorn_logs |= uvicorn_proxy_settings(args)  # --trust-forwarded-for, --forwarded-allow-ips
     # SIGINT too: a shell starts background jobs with SIGINT ignored, and Ctrl+C must still work
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

@@ -2,10 +2,11 @@
 
 Everything a piece needs (limits, catalog, key, paths) is passed to it here; nothing is set in a
 module before LitServe forks its HTTP processes. The request path, outermost first: LitServe's
-body-size limit and gzip, ``MetricsMiddleware`` (counts and logs every answer, 4xx included),
+body-size limit and gzip, CORS, ``PrefixMiddleware`` (``--url-prefix``), ``MetricsMiddleware``
+(after it ``ProbeMiddleware``: ``/livez``, ``/readyz``, the drain on SIGTERM) (counts and logs every answer, 4xx included),
 ``LibreTranslateDispatch`` (a ``q`` body at ``/translate`` is LibreTranslate's; its look is the
-request's one JSON parse), ``RateLimitMiddleware`` (``--req-limit``), ``Bounds`` (the
-limits and catalog the request models validate against), then the route: LitServe's native
+request's one JSON parse), ``Bounds`` (the limits and catalog the request models validate
+against), ``AccessMiddleware`` (API keys, rate limits, bans: ``serve.ops.access``), then the route: LitServe's native
 ``POST /translate``, which queues the request for a worker (``serve.worker``), or LibreTranslate's.
 """
 
@@ -24,7 +25,9 @@ from serve.native.body import JSONRoute
 from serve.native.errors import install_error_handlers
 from serve.native.schemas import Bounds, Limits
 from serve.ops import metrics
-from serve.ops.ratelimit import RateLimiter, RateLimitMiddleware
+from serve.ops.access import build_access, install_store_info
+from serve.ops.probes import Drain, ProbeMiddleware
+from serve.ops.proxy import PrefixMiddleware, cors_middleware
 from serve.web import install_web
 from serve.worker.affinity import CpuPlan
 from serve.worker.api import TranslatorAPI
@@ -65,13 +68,16 @@ def build_server(
         cpus=cpus,
     )  # fmt: skip
     # LitServe adds each middleware outside the ones before it: innermost first
-    middlewares: list = [(Bounds, {"limits": limits, "catalog": catalog})]
-    if args.req_limit > 0:  # made before LitServe forks its HTTP processes: they share its table
-        limiter = RateLimiter(args.req_limit)
-        paths = {"native_paths": frozenset({api.api_path}), "libretranslate_paths": LIBRETRANSLATE_PATHS}
-        middlewares.append((RateLimitMiddleware, {"limiter": limiter, **paths}))
+    access, drain = build_access(args), Drain()  # before LitServe forks its HTTP processes: shared
+    gate = access.middleware(frozenset({api.api_path}), LIBRETRANSLATE_PATHS)
+    middlewares: list = [gate] if gate else []
+    middlewares.append((Bounds, {"limits": limits, "catalog": catalog}))
     middlewares.append((LibreTranslateDispatch, {"max_body": max_payload(limits)}))
+    middlewares.append((ProbeMiddleware, {"drain": drain}))
     middlewares.append((metrics.MetricsMiddleware, {"access_log": args.log_format == "json"}))
+    if args.url_prefix:
+        middlewares.append((PrefixMiddleware, {"prefix": args.url_prefix}))
+    middlewares.append(cors_middleware(args.cors_origins))
     server = TranslationServer(
         api,
         accelerator=device,  # "cpu" or "cuda", as the checkpoint check resolved --device
@@ -81,13 +87,18 @@ def build_server(
         max_payload_size=max_payload(limits),
         middlewares=middlewares,
     )
+    server.drain = drain  # serve.__main__ starts it on SIGTERM
     install_error_handlers(server.app)
+    install_store_info(server.app, access)
     install_languages_route(server.app, catalog)
     detector = Detector(catalog.source_models())
-    install_libretranslate(server.app, catalog, detector, args.api_key, limits)
-    install_web(server.app)  # the page at / and offline /docs
-    metrics.add_metrics_route(server.app, api.authorize)
+    install_libretranslate(server.app, catalog, detector, args.api_key, limits, access.cache)
+    install_web(server.app, page=not args.disable_web_ui)  # the page at / and offline /docs
+    metrics.add_metrics_route(server.app, api.authorize, args.metrics_auth_token)
     openapi.document(
-        server.app, [api.api_path], api.authorize if args.api_key else None, rate_limited=args.req_limit > 0
+        server.app,
+        [api.api_path],
+        api.authorize if args.api_key else None,
+        rate_limited=access.limiter is not None,
     )
     return server

@@ -16,8 +16,10 @@ HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the only hosts LitServe accepts
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def env_name(action: argparse.Action) -> str:
-    return "SEQ2SEQ_" + action.dest.upper()
+def env_names(action: argparse.Action) -> list[str]:
+    """``SEQ2SEQ_`` + each long name of the option, the first one documented (aliases work too)."""
+    names = [o.lstrip("-").replace("-", "_").upper() for o in action.option_strings if o.startswith("--")]
+    return ["SEQ2SEQ_" + n for n in names if not n.startswith("NO_")]
 
 
 def environment_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
@@ -25,8 +27,9 @@ def environment_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, 
     for action in parser._actions:  # argparse's list of options: it has no public accessor
         if not action.option_strings or action.dest == "help":
             continue
-        name = env_name(action)
-        action.help = f"{action.help or ''} [${name}]".strip()
+        names = env_names(action)
+        name = next((n for n in names if environ.get(n)), names[0])
+        action.help = f"{action.help or ''} [${names[0]}]".strip()
         raw = environ.get(name)
         if raw is None or raw == "":
             continue
@@ -84,19 +87,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the workers run the model (auto: a GPU when there is one)")  # fmt: skip
     p.add_argument("--api-key", help="require this X-API-Key header")
-    p.add_argument(
-        "--req-limit", type=int, default=-1,
-        help="translation requests per minute per client address, over all HTTP processes "
-             "(-1 or 0: no limit, the default), as LibreTranslate's --req-limit",
-    )  # fmt: skip
-    p.add_argument("--max-chars", type=int, default=1000, help="characters per text")
-    p.add_argument("--max-texts", type=int, default=64, help="texts per request")
+    p.add_argument("--char-limit", "--max-chars", dest="max_chars", type=int, default=1000,
+                   help="characters per text (a key's own char_limit replaces it)")  # fmt: skip
+    p.add_argument("--batch-limit", "--max-texts", dest="max_texts", type=int, default=64,
+                   help="texts per request; a batch of N texts counts as N requests")  # fmt: skip
     p.add_argument("--max-beam", type=int, default=10, help="largest beam_size")
     p.add_argument("--max-length", type=int, default=256, help="output tokens per text (also the default)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait in the queue")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument("--log-format", default="text", choices=("text", "json"),
                    help="json: one JSON object per line, and one line per request")  # fmt: skip
+    add_access_options(p)
     environment_defaults(p, os.environ)
     args = p.parse_args(argv)
     for name in (
@@ -112,10 +113,96 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.threads < 0:
         p.error("--threads must be >= 0 (0: cores // workers)")
-    if args.req_limit < -1:
-        p.error("--req-limit must be at least 1, or -1 or 0 for no limit")
+    check_access_options(p, args)
     if not 1024 <= args.port <= 65535:
         p.error("--port must be between 1024 and 65535")
     if args.batch_timeout < 0:
         p.error("--batch-timeout must be >= 0 (0: batch only what is already queued)")
     return args
+
+
+def add_access_options(p: argparse.ArgumentParser) -> None:
+    """LibreTranslate's keys, limits and proxy options (``serve.ops.ratelimit``, ``serve.ops.proxy``)."""
+    g = p.add_argument_group("keys, limits and proxies")
+    g.add_argument(
+        "--shared-storage",
+        "--req-limit-storage",
+        help="redis://host:port/db holding keys, limit counters, bans and the translation "
+        "cache for every replica (default: this host's shared memory and --api-keys-db-path)",
+    )
+    g.add_argument("--api-keys", action="store_true", help="check API keys against the key store")
+    g.add_argument(
+        "--api-keys-db-path",
+        default="db/api_keys.db",
+        help="SQLite key file when there is no --shared-storage (seq2seq-keys edits it)",
+    )
+    g.add_argument(
+        "--api-keys-required",
+        "--under-attack",
+        action="store_true",
+        help="refuse translation requests without an API key",
+    )
+    for window, per in (("req-limit", "minute"), ("hourly-req-limit", "hour"), ("daily-req-limit", "day")):
+        g.add_argument(
+            f"--{window}",
+            type=int,
+            default=-1,
+            help=f"requests per {per} per API key, or per client address without one, over "
+            "every HTTP process and replica (-1 or 0: none, the default)",
+        )
+    g.add_argument(
+        "--req-flood-threshold",
+        type=int,
+        default=-1,
+        help="ban an address refused 429 this many times within 10 minutes (-1: never)",
+    )
+    g.add_argument(
+        "--translation-cache",
+        default="",
+        help="API keys (comma-separated) or 'all' whose LibreTranslate translations are cached",
+    )
+    g.add_argument(
+        "--trust-forwarded-for",
+        action="store_true",
+        help="take the client address from X-Forwarded-For sent by --forwarded-allow-ips",
+    )
+    g.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        help="proxies (addresses or CIDR, comma-separated) whose X-Forwarded-For is believed",
+    )
+    g.add_argument("--cors-origins", default="*", help="origins (comma-separated) browsers may call from")
+    g.add_argument("--metrics-auth-token", help="/metrics wants 'Authorization: Bearer TOKEN'")
+    g.add_argument("--url-prefix", default="", help="serve every route under this path, e.g. /translate-api")
+    g.add_argument("--disable-web-ui", action="store_true", help="no translation page at /")
+    g.add_argument("--shutdown-delay", type=float, default=0.0,
+                   help="seconds between SIGTERM (readiness 503) and closing the listener")  # fmt: skip
+
+
+def check_access_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for name in ("req_limit", "hourly_req_limit", "daily_req_limit", "req_flood_threshold"):
+        if getattr(args, name) < -1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, or -1 or 0 for none")
+    if args.shared_storage:
+        from serve.store.connection import check_url
+
+        try:
+            check_url(args.shared_storage)
+        except ValueError as e:
+            p.error(str(e))
+    if args.url_prefix and (not args.url_prefix.startswith("/") or args.url_prefix.endswith("/")):
+        p.error("--url-prefix must start with / and not end with one, e.g. /translate-api")
+    if args.api_keys_required and not args.api_keys:
+        args.api_keys = True  # a required key needs the key store
+    if args.shutdown_delay < 0:
+        p.error("--shutdown-delay must be >= 0")
+    import ipaddress
+
+    try:
+        [
+            ipaddress.ip_network(a.strip(), strict=False)
+            for a in args.forwarded_allow_ips.split(",")
+            if a.strip()
+        ]
+    except ValueError as e:
+        p.error(f"--forwarded-allow-ips: {e}")

@@ -17,7 +17,7 @@ def test_help_names_a_variable_for_every_option() -> None:
         [sys.executable, "-m", "serve", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
     ).stdout
     options = set(re.findall(r"^\s+(--[a-z][a-z0-9-]*)", help_text, re.MULTILINE))
-    assert {"--checkpoint", "--port", "--max-chars", "--continuous"} <= options
+    assert {"--checkpoint", "--port", "--char-limit", "--shared-storage", "--continuous"} <= options
     variables = set(re.findall(r"\$(SEQ2SEQ_[A-Z0-9_]+)", help_text))
     for option in options - {"--help"}:
         assert "SEQ2SEQ_" + option[2:].upper().replace("-", "_") in variables, option

@@ -1,10 +1,10 @@
-"""``--req-limit``: the shared counters (forked processes, an explicit clock) and a real server with
-two HTTP processes, both APIs, the API key, a second client address and the libretranslatepy client."""
+"""``--req-limit`` on one server without Redis (the counters in shared memory, ``serve.store.shm``;
+their own tests are in test_store.py): two HTTP processes, both APIs, the API key, a second client
+address, an ``X-Forwarded-For`` not believed, and the libretranslatepy client."""
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import socket
 from pathlib import Path
@@ -16,7 +16,6 @@ from libretranslatepy import LibreTranslateAPI
 from prometheus_client.parser import text_string_to_metric_families
 from test_serve import Server, descendants, start_server
 
-from serve.ops.ratelimit import RateLimiter
 from serve.options import parse_args
 
 KEY = "k3y"
@@ -24,46 +23,15 @@ LIMIT = 3
 SLOWDOWN = {"error": "Slowdown: 3 per 1 minute"}  # LibreTranslate's 429 body (flask-limiter's wording)
 
 
-# -- the counters -----------------------------------------------------------------------------
-def test_window_per_client_resets_after_a_minute() -> None:
-    limiter = RateLimiter(LIMIT)
-    assert [limiter.hit("10.0.0.1", now=100 + t) for t in (0, 1, 2)] == [0.0, 0.0, 0.0]
-    assert limiter.hit("10.0.0.1", now=110) == pytest.approx(50.0)  # the window began at 100
-    assert limiter.hit("10.0.0.1", now=159.5) == pytest.approx(0.5)  # refused hits are not counted
-    assert limiter.hit("10.0.0.2", now=110) == 0.0  # another address has its own count
-    assert [limiter.hit("10.0.0.1", now=160 + t) for t in (0, 0, 0, 0)][-2:] == [0.0, pytest.approx(60.0)]
-
-
-def test_a_crowded_table_is_stricter_never_looser() -> None:
-    limiter = RateLimiter(2, slots=1)  # every client shares the one entry
-    allowed = [limiter.hit(f"10.0.0.{i}", now=0) == 0.0 for i in range(5)]
-    assert allowed == [True, True, False, False, False]
-
-
-def _hits(limiter: RateLimiter, client: str, n: int, results: mp.Queue) -> None:
-    results.put(sum(limiter.hit(client) == 0.0 for _ in range(n)))
-
-
-def test_processes_forked_after_creation_share_the_counts() -> None:
-    limiter = RateLimiter(50)
-    ctx = mp.get_context("fork")  # as LitServe starts its HTTP processes
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_hits, args=(limiter, "10.0.0.1", 40, results)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    allowed = [results.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-    assert sum(allowed) == 50 and max(allowed) < 50, allowed  # 160 hits, 50 allowed in all
-    assert limiter.hit("10.0.0.1") > 0 and limiter.hit("10.0.0.9") == 0.0
-
-
 def test_option_and_environment(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     assert parse_args(["--checkpoint", "m.ckpt"]).req_limit == -1  # LibreTranslate's default: none
     monkeypatch.setenv("SEQ2SEQ_REQ_LIMIT", "7")
     assert parse_args(["--checkpoint", "m.ckpt"]).req_limit == 7
     assert parse_args(["--checkpoint", "m.ckpt", "--req-limit", "0"]).req_limit == 0
-    for bad, message in (("-2", "--req-limit must be at least 1, or -1 or 0"), ("x", "invalid int value")):
+    for bad, message in (
+        ("-2", "--req-limit must be at least 1, or -1 or 0 for none"),
+        ("x", "invalid int value"),
+    ):
         with pytest.raises(SystemExit) as stop:
             parse_args(["--checkpoint", "m.ckpt", "--req-limit", bad])
         assert stop.value.code == 2 and message in capsys.readouterr().err
@@ -134,10 +102,10 @@ def test_limit_counts_over_both_http_processes_and_both_apis(server: Server) -> 
     # another address has its own 3 requests
     other = [post(server, *NATIVE, address="127.0.0.2")[0].status_code for _ in range(LIMIT + 1)]
     assert other == [200] * LIMIT + [429]
-    # behind a reverse proxy on this host: its X-Forwarded-For address is the client (uvicorn's default)
+    # without --trust-forwarded-for no X-Forwarded-For is believed, not even from this host
     proxied = {"X-API-Key": KEY, "X-Forwarded-For": "203.0.113.7"}
     r = httpx.post(f"{server.url}/translate", json=NATIVE[1], headers=proxied, timeout=60)
-    assert r.status_code == 200, r.text
+    assert r.status_code == 429, r.text
     # the real client sees LibreTranslate's error
     client = LibreTranslateAPI(server.url, api_key=KEY)
     with pytest.raises(HTTPError) as error:
@@ -152,9 +120,10 @@ def test_limit_counts_over_both_http_processes_and_both_apis(server: Server) -> 
         for s in family.samples
         if s.name == "seq2seq_http_requests_total" and s.labels["status"] == "429"
     }
-    # 4 native + 1 from 127.0.0.2; 8 LibreTranslate (root and prefix) + 1 from libretranslatepy
+    # 4 native + 1 from 127.0.0.2 + 1 with X-Forwarded-For; 8 LibreTranslate (root and prefix) + 1
+    # from libretranslatepy
     assert limited == {
-        "/translate": 5,
+        "/translate": 6,
         "/libretranslate/translate": 9,
         "/detect": 4,
         "/libretranslate/detect": 4,

@@ -33,7 +33,9 @@ from serve.libretranslate.fields import (
 from serve.libretranslate.languages import install_languages_route
 from serve.libretranslate.markup import rebuild, split_html, texts_to_translate
 from serve.libretranslate.schema import openapi
-from serve.native.schemas import Limits, TranslateRequest, TranslateResponse
+from serve.native.schemas import BOUND, Limits, TranslateRequest, TranslateResponse
+from serve.ops.ratelimit import KEY_SCOPE
+from serve.store.cache import TranslationCache
 
 BEAM_SIZE = 5  # the native API's default
 
@@ -95,7 +97,7 @@ class LibreTranslate:
         return [[h.text for h in t.n_best] for response in responses for t in response.translations]
 
     async def translate(self, body: dict) -> dict:
-        texts, as_list = texts_field(body, self.limits)
+        texts, as_list = texts_field(body, BOUND.get().limits)  # a key's own char_limit, if any
         source, target = string_field(body, "source"), string_field(body, "target")
         html = body.get("format", "text")
         if html not in ("text", "html"):
@@ -152,10 +154,16 @@ class LibreTranslate:
 
 
 def install_libretranslate(
-    app: FastAPI, catalog: Catalog, detector: Detector, api_key: str | None, limits: Limits
+    app: FastAPI,
+    catalog: Catalog,
+    detector: Detector,
+    api_key: str | None,
+    limits: Limits,
+    cache: TranslationCache | None = None,
 ) -> None:
     """The routes, at the root (``/translate`` by body, through ``LibreTranslateDispatch``, which
-    the server installs among its middlewares) and under ``PREFIX``."""
+    the server installs among its middlewares) and under ``PREFIX``. With ``cache``
+    (``--translation-cache``), a repeated translation is answered from it."""  # fmt: skip
     route = next(r for r in app.routes if getattr(r, "path", None) == "/translate")
     lt = LibreTranslate(catalog, detector, route.endpoint, api_key, limits)
 
@@ -174,10 +182,17 @@ def install_libretranslate(
         return endpoint
 
     async def translate(request: Request, body: dict) -> dict:
-        return await lt.translate(body)
+        if cache is None or not cache.applies(request.scope.get(KEY_SCOPE)):
+            return await lt.translate(body)
+        asked = {k: body.get(k) for k in ("q", "source", "target", "format", "alternatives")}
+        found = cache.get(asked)
+        if found is None:
+            found = await lt.translate(body)
+            cache.put(asked, found)
+        return found
 
     async def detect(request: Request, body: dict) -> list[dict]:
-        texts, as_list = texts_field(body, limits)
+        texts, as_list = texts_field(body, BOUND.get().limits)
         if as_list:
             raise LibreTranslateError(400, "Invalid request: q must be a string")
         return lt.detect(texts[0])

@@ -10,11 +10,12 @@ batches, texts and tokens, the main process counts worker restarts.
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -66,6 +67,15 @@ TOKENS = Counter(
     ["model", "side"],
 )
 WORKER_RESTARTS = Counter("seq2seq_worker_restarts", "inference workers restarted after they died")
+FAIL_OPEN = Counter(
+    "seq2seq_rate_limit_fail_open",
+    "requests let through unchecked because the rate-limit store was unreachable",
+)
+
+
+def count_fail_open(reason: str) -> None:
+    """``serve.store.limiter.Counters``' hook: one request not counted against its limits."""
+    FAIL_OPEN.inc()
 
 
 def route_path(scope: Scope) -> str:
@@ -146,8 +156,23 @@ def observe_translations(model: str, translations: Sequence[Translation]) -> Non
     TOKENS.labels(model, "target").inc(sum(len(t.hypotheses[0].tokens) for t in translations if t.hypotheses))
 
 
-def add_metrics_route(app: FastAPI, authorize: Callable[..., Any]) -> None:
-    """``GET /metrics``, behind the API key like ``/info`` (Prometheus can send the header)."""
+def bearer_check(token: str) -> Callable[..., Any]:
+    """``--metrics-auth-token``: a dependency wanting ``Authorization: Bearer TOKEN`` (constant time)."""
+
+    async def check(request: Request) -> None:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise HTTPException(401, "send the metrics token: Authorization: Bearer TOKEN",
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
+    return check
+
+
+def add_metrics_route(app: FastAPI, authorize: Callable[..., Any], token: str | None = None) -> None:
+    """``GET /metrics``, behind the API key like ``/info`` (Prometheus can send the header), or
+    behind ``--metrics-auth-token`` instead when one is set."""
+    if token:
+        authorize = bearer_check(token)
     app.add_api_route(
         "/metrics",
         metrics_endpoint,

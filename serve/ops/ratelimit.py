@@ -1,92 +1,45 @@
-"""LibreTranslate's ``--req-limit``: at most N translation requests per minute per client address,
-counted over every HTTP process of the server.
+"""API keys and rate limits in front of the translation routes, as LibreTranslate has them.
 
-LitServe forks several uvicorn processes from the main process, so the counters live in shared
-memory made before the fork (a ``RawArray`` hash table under one ``multiprocessing.Lock``), not in
-a per-process dict. No library fits: ``limits`` (behind slowapi and flask-limiter) keeps its
-in-memory storage per process and shares counters only through a Redis/Memcached/MongoDB server.
-Each client gets a fixed window that starts at its first request. Over the limit, a request is
-answered 429 with ``Retry-After`` before any work is done: on LibreTranslate's routes with its body
-``{"error": "Slowdown: 3 per 1 minute"}``, on the native route with ``{"detail": "..."}``.
+``AccessMiddleware`` reads the key (``X-API-Key`` header, or ``api_key`` in the body or the query),
+looks it up in the key store (``serve.store.keys``), counts the request with
+``serve.store.limiter`` (per key when one is sent, else per client address; a batch of N texts
+costs N) and refuses banned addresses (``--req-flood-threshold``), all before any work is done.
+A key's own ``char_limit`` replaces ``--char-limit`` for its request (the ``Bounds`` the request
+models read). Key checks fail closed (503 when the store cannot be read), limits fail open.
+Answers are LibreTranslate's ``{"error": ...}`` on its routes and ``{"detail": ...}`` on the native one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-import multiprocessing as mp
-import time
+import dataclasses
 
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve.libretranslate.fields import read_urlencoded, replay
+from serve.native.body import read_json
+from serve.native.schemas import BOUND, Bound
+from serve.store.connection import StoreUnavailable
+from serve.store.keys_base import KeyLimits, KeyStore
+from serve.store.limiter import FloodGuard, RequestLimiter
+
+KEY_SCOPE = "seq2seq.api_key"  # the checked key of the request (None: none), for the translation cache
+NEED_KEY = "Please contact the server operator to get an API key"
+RETRY_STORE_S = "5"  # Retry-After when the key store cannot be read
 
 
-class RateLimiter:
-    """Fixed-window request counters per client, shared by the processes forked after ``__init__``.
+class AccessMiddleware:
+    """Keys, limits and bans for the POSTs to ``native_paths`` and ``libretranslate_paths``. It sits
+    inside ``Bounds`` (it narrows them per key) and inside ``LibreTranslateDispatch`` (which sends
+    LibreTranslate's bodies at ``/translate`` to its own path), so the metrics count its answers."""
 
-    ``slots`` entries of (client hash, window start in ms, count), open addressing over ``probes``
-    neighbours. When all of them hold other clients' current windows, the client shares its home
-    entry: crowding can make the limit stricter, never looser.
-    """
-
-    def __init__(self, limit: int, window_s: float = 60.0, slots: int = 4096, probes: int = 8):
-        if limit < 1 or window_s <= 0 or slots < 1 or probes < 1:
-            raise ValueError("limit, slots and probes must be at least 1, window_s above 0")
-        self.limit, self.window_s, self.slots, self.probes = limit, window_s, slots, min(probes, slots)
-        self._table = mp.RawArray("q", 3 * slots)  # zeros: every entry free
-        self._lock = mp.Lock()
-
-    def describe(self) -> str:
-        """As the ``limits`` library words it (LibreTranslate shows this): "3 per 1 minute"."""
-        if self.window_s % 60 == 0:
-            return f"{self.limit} per {self.window_s // 60:.0f} minute"
-        return f"{self.limit} per {self.window_s:g} second"
-
-    def hit(self, client: str, now: float | None = None) -> float:
-        """Count one request of ``client``: 0.0 if allowed, else the seconds until its window ends
-        (a refused request is not counted). ``now``: ``time.monotonic()`` (one clock system-wide)."""
-        digest = hashlib.blake2b(client.encode(), digest_size=8).digest()
-        key = int.from_bytes(digest, "little", signed=True) | 1  # never 0, the free mark
-        now_ms, window_ms = int((time.monotonic() if now is None else now) * 1000), int(self.window_s * 1000)
-        table, home = self._table, key % self.slots
-        with self._lock:
-            entry = free = None
-            for p in range(self.probes):
-                i = 3 * ((home + p) % self.slots)
-                if table[i] == key:
-                    entry = i
-                    break
-                if free is None and (table[i] == 0 or now_ms - table[i + 1] >= window_ms):
-                    free = i
-            if entry is None:
-                entry = free if free is not None else 3 * home
-                if free is not None:
-                    table[entry], table[entry + 2] = key, 0
-                    table[entry + 1] = now_ms
-            if now_ms - table[entry + 1] >= window_ms:  # its window is over: a new one starts
-                table[entry + 1], table[entry + 2] = now_ms, 0
-            if table[entry + 2] >= self.limit:
-                return (table[entry + 1] + window_ms - now_ms) / 1000
-            table[entry + 2] += 1
-            return 0.0
-
-
-class RateLimitMiddleware:
-    """ASGI middleware: counts the POSTs to the translation routes per client address and answers
-    429 to those over the limit, in LibreTranslate's words on its paths (``libretranslate_paths``).
-    It must sit inside ``LibreTranslateDispatch`` (which sends LibreTranslate's bodies at
-    ``/translate`` to its own path) and inside the metrics middleware, which then counts the 429s
-    under their route."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        limiter: RateLimiter,
-        native_paths: frozenset[str],
-        libretranslate_paths: frozenset[str],
-    ) -> None:
-        self.app, self.limiter = app, limiter
+    def __init__(self, app: ASGIApp, native_paths: frozenset[str], libretranslate_paths: frozenset[str],
+                 limiter: RequestLimiter | None = None, keys: KeyStore | None = None,
+                 keys_required: bool = False, flood: FloodGuard | None = None) -> None:  # fmt: skip
+        self.app, self.limiter, self.keys, self.flood = app, limiter, keys, flood
+        self.keys_required = keys_required
         self.native_paths, self.libretranslate_paths = native_paths, libretranslate_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -98,25 +51,118 @@ class RateLimitMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        client = (scope.get("client") or ("",))[0] or ""
-        wait = self.limiter.hit(client)
-        if not wait:
-            await self.app(scope, receive, send)
+        lt = path in self.libretranslate_paths
+        messages, body = await _read_all(receive)
+        receive = replay(messages, receive)
+        fields = await _fields(scope, body, receive)
+        key = _header(scope, b"x-api-key") or _text(fields.get("api_key"))
+        address = (scope.get("client") or ("",))[0] or ""
+        refusal, limits = self._check_key(key, lt)
+        if refusal is None and self.flood is not None and self.flood.banned(address):
+            refusal = _error(
+                lt, 403, FloodGuard.MESSAGE, "this address is banned for too many refused requests"
+            )
+        if refusal is None and self.limiter is not None:
+            texts = fields.get("q" if lt else "texts")
+            cost = len(texts) if isinstance(texts, list) and texts else 1
+            verdict = self.limiter.hit(address, key if limits else None,
+                                       limits.req_limit if limits else None, cost=cost)  # fmt: skip
+            if not verdict.allowed:
+                if self.flood is not None:
+                    self.flood.report(address)
+                who = "API key" if limits else "client address"
+                refusal = _error(lt, 429, f"Slowdown: {verdict.limit}",
+                                 f"too many requests: the limit is {verdict.limit} per {who}; "
+                                 f"retry in {verdict.retry_after} s",
+                                 {"Retry-After": str(verdict.retry_after)})  # fmt: skip
+        if refusal is not None:
+            _label_route(scope)
+            await refusal(scope, receive, send)
             return
-        _label_route(scope)
-        retry = str(max(1, math.ceil(wait)))
-        if path in self.libretranslate_paths:
-            body = {"error": f"Slowdown: {self.limiter.describe()}"}
-        else:
-            body = {
-                "detail": f"too many requests: the limit is {self.limiter.describe()} per client "
-                f"address; retry in {retry} s"
-            }
-        await JSONResponse(body, status_code=429, headers={"Retry-After": retry})(scope, receive, send)
+        scope[KEY_SCOPE] = key if limits else None
+        token = None
+        if limits is not None and limits.char_limit:
+            bound = BOUND.get()
+            token = BOUND.set(
+                Bound(dataclasses.replace(bound.limits, max_chars=limits.char_limit), bound.catalog)
+            )
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if token is not None:
+                BOUND.reset(token)
+
+    def _check_key(self, key: str | None, lt: bool) -> tuple[JSONResponse | None, KeyLimits | None]:
+        """(a refusal or None, the key's limits or None). Fails closed: no answer from the store, 503."""
+        if self.keys is None:
+            return None, None
+        if not key:
+            if self.keys_required:
+                return _error(lt, 400 if lt else 401, NEED_KEY, "an API key is required: send it in "
+                              "the X-API-Key header"), None  # fmt: skip
+            return None, None
+        try:
+            limits = self.keys.lookup(key)
+        except StoreUnavailable as e:
+            message = f"the API key cannot be checked now, retry later ({e})"
+            return _error(lt, 503, message, message, {"Retry-After": RETRY_STORE_S}), None
+        if limits is None:
+            return _error(lt, 403, "Invalid API key", "unknown API key"), None
+        return None, limits
+
+
+def _error(lt: bool, status: int, lt_message: str, native_message: str,
+           headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+    body = {"error": lt_message} if lt else {"detail": native_message}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _read_all(receive: Receive) -> tuple[list[Message], bytes]:
+    """The body's messages (to replay) and its bytes; LitServe's size limit raises inside ``receive``
+    and the route that replays them answers 413."""
+    messages, more = [], True
+    while more:
+        try:
+            message = await receive()
+        except Exception:  # the size limit's HTTPException: let the route raise it again
+            break
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        more = message.get("more_body", False)
+    return messages, b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+
+
+async def _fields(scope: Scope, body: bytes, receive: Receive) -> dict:
+    """The query parameters overlaid with the body's fields (JSON or form), as the routes read them;
+    an unreadable body gives none (the route says what is wrong)."""
+    fields: dict = dict(Request(scope).query_params)
+    media = dict(scope.get("headers") or []).get(b"content-type", b"").split(b";")[0].strip().lower()
+    if media == b"application/x-www-form-urlencoded":
+        return {**fields, **read_urlencoded(scope, body)}
+    if media == b"multipart/form-data":
+        form = await Request(scope, replay([{"type": "http.request", "body": body}], receive)).form()
+        return {**fields, **{k: form.getlist(k) if len(form.getlist(k)) > 1 else form[k] for k in form}}
+    try:
+        data = read_json(scope, body) if body.strip() else {}
+    except ValueError:
+        return fields
+    return {**fields, **data} if isinstance(data, dict) else fields
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope.get("headers") or []:
+        if k == name:
+            return v.decode("latin-1") or None
+    return None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _label_route(scope: Scope) -> None:
-    """Set ``scope["route"]`` as the router would, so that the metrics count the 429 under its route."""
+    """Set ``scope["route"]`` as the router would, so that the metrics count the refusal under its route."""
     for route in getattr(scope.get("app"), "routes", ()):
         match, child = route.matches(scope)
         if match == Match.FULL:

@@ -40,8 +40,9 @@ def _serves(route: BaseRoute, path: str) -> bool:
     return isinstance(route, Route | Mount) and route.path == path
 
 
-def install_web(app: FastAPI) -> None:
-    """Serve the page at ``/`` and Swagger UI at ``/docs`` from local files (call before ``run``)."""
+def install_web(app: FastAPI, page: bool = True) -> None:
+    """Serve the page at ``/`` (unless ``page`` is False: ``--disable-web-ui``) and Swagger UI at
+    ``/docs`` from local files (call before ``run``)."""
     replaced = {"/", app.docs_url, app.swagger_ui_oauth2_redirect_url}
     app.router.routes[:] = [r for r in app.router.routes if not any(_serves(r, p) for p in replaced)]
     app.docs_url = "/docs"
@@ -50,11 +51,12 @@ def install_web(app: FastAPI) -> None:
 
     # the more specific mount first: Starlette takes the first route that matches
     app.mount(DOCS_PREFIX, StaticFiles(directory=swagger_dir()), name="docs-assets")
-    app.mount(PAGE_PREFIX, StaticFiles(directory=PAGE_DIR), name="page-assets")
+    if page:
+        app.mount(PAGE_PREFIX, StaticFiles(directory=PAGE_DIR), name="page-assets")
 
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(PAGE_DIR / "index.html", headers=PAGE_HEADERS)
+        @app.get("/", include_in_schema=False)
+        async def index() -> FileResponse:
+            return FileResponse(PAGE_DIR / "index.html", headers=PAGE_HEADERS)
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
