@@ -15,7 +15,7 @@ from test_serve import MAX_LENGTH, start_server
 
 from seq2seq import Translator
 from seq2seq.module import CHECKPOINT_KEY
-from serve.worker.checkpoint import check_checkpoint
+from serve.checkpoint import check_checkpoint
 
 SENTENCES = ["twenty-one", "three hundred and five", "Monday, December 5, 2050", "seven", "ninety-nine"]
 
