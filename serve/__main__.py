@@ -3,7 +3,7 @@
 ``--checkpoint`` repeats, or names a folder (every ``*.ckpt`` in it); each model's languages come
 from its checkpoint. The checkpoints are checked before any worker starts, so a missing, corrupt
 or unsafe file, or two files for one language pair, stops start-up with one line on stderr and
-exit code 2. The check runs in one short-lived child process:
+exit code 2. SIGHUP reloads the checkpoints from the same paths with no dropped request. The check runs in one short-lived child process:
 this process never imports torch, so neither do the HTTP processes LitServe forks from it (each
 would otherwise carry about 200 MB of torch); only the inference workers load the model.
 """
@@ -44,6 +44,7 @@ def fail(message: str) -> NoReturn:
 
 _MAIN_PID = os.getpid()
 _DRAIN: list = []  # (serve.ops.probes.Drain, --shutdown-delay) once the server is built
+_RELOADER: list = []  # serve.worker.reload.Reloader once the server is built
 
 
 def _on_signal(signum: int, frame: object) -> None:
@@ -59,6 +60,12 @@ def _on_signal(signum: int, frame: object) -> None:
         drain.start()
         time.sleep(delay)  # the HTTP processes answer meanwhile; a load balancer sees /health 503
     raise KeyboardInterrupt
+
+
+def _on_hangup(signum: int, frame: object) -> None:
+    """SIGHUP -> reload the checkpoints with no dropped request (``serve.worker.reload``)."""
+    if os.getpid() == _MAIN_PID and _RELOADER:
+        _RELOADER[0].request()
 
 
 def _reap_children() -> None:
@@ -121,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     log_config = logs.configure(args.log_format, args.log_level)
     server = build_server(args, catalog, metas[0]["device"], cpus)
     _DRAIN.append((server.drain, args.shutdown_delay))
+    _RELOADER.append(server.reloader)
     from serve.ops.proxy import uvicorn_proxy_settings
 
     uvicorn_logs = {"log_config": log_config, "access_log": False} if log_config else {}
@@ -128,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     # SIGINT too: a shell starts background jobs with SIGINT ignored, and Ctrl+C must still work
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGHUP, _on_hangup)
     try:
         server.run(
             host=args.host,

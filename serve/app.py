@@ -13,6 +13,7 @@ against), ``AccessMiddleware`` (API keys, rate limits, bans: ``serve.ops.access`
 from __future__ import annotations
 
 import argparse
+import os
 
 from serve import openapi
 from serve.catalog import Catalog
@@ -31,6 +32,7 @@ from serve.ops.proxy import PrefixMiddleware, cors_middleware
 from serve.web import install_web
 from serve.worker.affinity import CpuPlan
 from serve.worker.api import TranslatorAPI
+from serve.worker.reload import Reloader, ServedModels, install_admin_route, install_model_info
 from serve.worker.supervisor import SupervisedServer
 
 
@@ -53,14 +55,8 @@ def build_server(
     """The server for the parsed command line (``serve.__main__``), not yet running."""
     limits = Limits(max_chars=args.max_chars, max_texts=args.max_texts,
                     max_beam=args.max_beam, max_length=args.max_length)  # fmt: skip
-    metadata = {
-        "models": [
-            {k: v for k, v in meta.items() if k not in ("path", "src_spm")} | {"quantize": args.quantize}
-            for meta in catalog.models.values()
-        ],
-        "pairs": catalog.describe_pairs(),
-        "limits": vars(limits),
-    }
+    served = ServedModels([meta | {"quantize": args.quantize} for meta in catalog.models.values()])
+    metadata = {"pairs": catalog.describe_pairs(), "limits": vars(limits)}  # and the models, live
     api = TranslatorAPI(
         catalog, quantize=args.quantize, workers=args.workers, threads=args.threads or None,
         api_key=args.api_key, max_length=args.max_length,
@@ -88,13 +84,18 @@ def build_server(
         middlewares=middlewares,
     )
     server.drain = drain  # serve.__main__ starts it on SIGTERM
+    paths = [meta["path"] for meta in catalog.models.values()]
+    server.reloader = Reloader(server, paths, device, args.quantize, served)  # serve.__main__: SIGHUP
     install_error_handlers(server.app)
     install_store_info(server.app, access)
+    install_model_info(server.app, served)
+    if args.admin_token:
+        install_admin_route(server.app, args.admin_token, served, os.getpid())
     install_languages_route(server.app, catalog)
     detector = Detector(catalog.source_models())
     install_libretranslate(server.app, catalog, detector, args.api_key, limits, access.cache)
     install_web(server.app, page=not args.disable_web_ui)  # the page at / and offline /docs
-    metrics.add_metrics_route(server.app, api.authorize, args.metrics_auth_token)
+    metrics.add_metrics_route(server.app, api.authorize, args.metrics_auth_token, [served])
     openapi.document(
         server.app,
         [api.api_path],

@@ -173,6 +173,9 @@ def add_access_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--cors-origins", default="*", help="origins (comma-separated) browsers may call from")
     g.add_argument("--metrics-auth-token", help="/metrics wants 'Authorization: Bearer TOKEN'")
+    g.add_argument(
+        "--admin-token", help="turns on POST /admin/reload, which wants 'Authorization: Bearer TOKEN'"
+    )
     g.add_argument("--url-prefix", default="", help="serve every route under this path, e.g. /translate-api")
     g.add_argument("--disable-web-ui", action="store_true", help="no translation page at /")
     g.add_argument("--shutdown-delay", type=float, default=0.0,

@@ -104,3 +104,21 @@ def test_the_server_attributes_the_supervisor_uses() -> None:
     )
     status_key = inspect.getsource(LitServer.launch_single_inference_worker)
     assert 'self.workers_setup_status[f"{endpoint}_{worker_id}"]' in status_key  # what _status reads
+
+
+def test_a_reload_lends_its_new_worker_a_setup_status_of_its_own() -> None:
+    """``/health`` wants every entry of the shared status READY, and ``launch_single_inference_worker``
+    hands the process whatever ``self.workers_setup_status`` is when called: ``replace_worker`` lends
+    it a ``SetupStatus``, which takes the writes ``inference_worker`` makes."""
+    health = inspect.getsource(LitServer._register_internal_endpoints)
+    assert "v == WorkerSetupStatus.READY for v in self.workers_setup_status.values()" in health
+    launch = inspect.getsource(LitServer.launch_single_inference_worker)
+    assert "self.workers_setup_status,\n" in launch  # the attribute, read at call time
+    worker = inspect.getsource(litserve.loops.loops.inference_worker)
+    assert "if workers_setup_status:" in worker
+    assert 'workers_setup_status[f"{endpoint}_{worker_id}"] = WorkerSetupStatus.READY' in worker
+    status = supervisor.SetupStatus()
+    status["translate_0"] = WorkerSetupStatus.STARTING
+    assert bool(status) and status.value == "starting"
+    status["translate_0"] = WorkerSetupStatus.READY
+    assert status.value == WorkerSetupStatus.READY

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -26,6 +26,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.ops import logs
@@ -67,6 +68,7 @@ TOKENS = Counter(
     ["model", "side"],
 )
 WORKER_RESTARTS = Counter("seq2seq_worker_restarts", "inference workers restarted after they died")
+RELOADS = Counter("seq2seq_reloads", "checkpoint reloads (SIGHUP, /admin/reload), by outcome", ["outcome"])
 FAIL_OPEN = Counter(
     "seq2seq_rate_limit_fail_open",
     "requests let through unchecked because the rate-limit store was unreachable",
@@ -126,11 +128,17 @@ class MetricsMiddleware:
                     logs.log_request(scope, status or 500, time.perf_counter() - start, fields)
 
 
-async def metrics_endpoint(request: Request) -> Response:
-    """The Prometheus text format, summed over every process that wrote metrics."""
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+def metrics_endpoint(collectors: Sequence[Collector] = ()) -> Callable[[Request], Awaitable[Response]]:
+    """The Prometheus text format, summed over every process that wrote metrics, and ``collectors``."""
+
+    async def endpoint(request: Request) -> Response:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        for collector in collectors:
+            registry.register(collector)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return endpoint
 
 
 # -- inference workers -----------------------------------------------------------------------
@@ -168,14 +176,19 @@ def bearer_check(token: str) -> Callable[..., Any]:
     return check
 
 
-def add_metrics_route(app: FastAPI, authorize: Callable[..., Any], token: str | None = None) -> None:
+def add_metrics_route(
+    app: FastAPI,
+    authorize: Callable[..., Any],
+    token: str | None = None,
+    collectors: Sequence[Collector] = (),
+) -> None:
     """``GET /metrics``, behind the API key like ``/info`` (Prometheus can send the header), or
-    behind ``--metrics-auth-token`` instead when one is set."""
+    behind ``--metrics-auth-token`` instead when one is set; ``collectors`` add live values."""
     if token:
         authorize = bearer_check(token)
     app.add_api_route(
         "/metrics",
-        metrics_endpoint,
+        metrics_endpoint(collectors),
         methods=["GET"],
         dependencies=[Depends(authorize)],
         response_class=Response,

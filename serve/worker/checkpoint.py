@@ -6,6 +6,7 @@ so the server's main process never imports torch (see ``serve/__main__.py``).
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -46,6 +47,8 @@ def check_checkpoint(path: str, device: str = "cpu", quantize: str = "none") -> 
     meta["src_vocab_size"] = translator.src_tokenizer.vocab_size
     meta["tgt_vocab_size"] = translator.tgt_tokenizer.vocab_size
     meta["checkpoint"] = Path(path).name
+    with open(path, "rb") as f:  # which file a replica serves, to follow a rolling update
+        meta["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
     meta["path"] = str(path)
     meta["device"] = resolved.type
     meta["src_spm"] = translator.src_tokenizer.model_proto  # for language detection; not shown in /info

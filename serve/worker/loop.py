@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import time
 from collections import deque
 from queue import Empty, Queue
@@ -55,7 +56,7 @@ RECENT = 4  # batches whose largest size is the target: load that leaves costs a
 
 
 class StopLoop(Exception):
-    """The sentinel came: the server is shutting down."""
+    """The sentinel came (the server is shutting down), or a retired worker has finished."""
 
 
 class TranslationLoop(LitLoop):
@@ -68,17 +69,22 @@ class TranslationLoop(LitLoop):
         # when a worker died (time.monotonic, system-wide): the HTTP processes answered 503 to every
         # request queued before it (serve.worker.supervisor), so a worker skips those
         self.stale_before = mp.RawValue("d", 0.0)
+        # the pid of a worker a reload replaced (serve.worker.reload): it takes no more requests,
+        # finishes what it is decoding and exits
+        self.retiring = mp.RawValue("q", 0)
+        self.pid = 0  # this worker's, set when its loop starts
         self.looked_at = 0.0  # time.monotonic() of the last look at the queue while decoding
 
     def __call__(
         self, lit_api, device, worker_id, request_queue, transport, *args: Any, **kwargs: Any
     ) -> None:
-        """LitServe's entry point in the worker: rounds until the sentinel."""
+        """LitServe's entry point in the worker: rounds until the sentinel, or until retired."""
+        self.pid = os.getpid()
         try:
             while True:
                 self.run(lit_api, device, worker_id, request_queue, transport)
         except StopLoop:
-            logger.debug("inference worker %s: sentinel received, stopping", worker_id)
+            logger.debug("inference worker %s (pid %s) stops", worker_id, self.pid)
 
     def run(
         self, lit_api, device, worker_id, request_queue: Queue, transport, *args: Any, **kwargs: Any
@@ -86,7 +92,11 @@ class TranslationLoop(LitLoop):
         """One round: take requests, translate the batch, one step of every stream, answer."""
         streamed = lit_api.streamed
         decoding = streamed.sentences()
-        if decoding:  # take what is queued, never wait
+        if self.retiring.value == self.pid:  # a reload replaced this worker: finish, take nothing
+            if not decoding:
+                raise StopLoop
+            taken, timed_out = [], []
+        elif decoding:  # take what is queued, never wait
             taken, timed_out = [], []
             if (now := time.monotonic()) - self.looked_at >= LOOK_S:
                 self.looked_at = now

@@ -21,6 +21,11 @@ With ``serve.worker.loop``, the only module that uses LitServe beyond its top-le
 ``launch_single_inference_worker``, ``workers_setup_status`` with ``WorkerSetupStatus``,
 ``_inference_workers_config_for_api``, ``_shutdown_event`` and ``_perform_graceful_shutdown``
 (pinned by ``tests/test_litserve_seams.py``).
+
+A reload (``serve.worker.reload``) starts a new worker beside an old one in its slot. LitServe
+0.2.19 keys ``workers_setup_status`` by slot and ``/health`` wants every entry READY
+(litserve/server.py, ``_register_internal_endpoints``, lines 1029-1051), so the new worker would turn ``/health`` 503 while it loads:
+``replace_worker`` hands it a ``SetupStatus`` of its own instead.
 """
 
 from __future__ import annotations
@@ -53,12 +58,32 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exited with status {exitcode}"
 
 
+class SetupStatus:
+    """One worker's setup status, in place of LitServe's shared dict (module docstring): what
+    ``launch_single_inference_worker`` and ``inference_worker`` write to it, they write here."""
+
+    def __init__(self) -> None:
+        self._value = mp.RawArray("c", 16)
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self._value.value = value.encode()
+
+    def __bool__(self) -> bool:  # inference_worker writes READY only "if workers_setup_status"
+        return True
+
+    @property
+    def value(self) -> str:
+        return self._value.value.decode()
+
+
 class SupervisedServer(ls.LitServer):
     """``LitServer`` whose inference workers are restarted when they die (see the module docstring)."""
 
     poll_s = 0.2  # how often the main process checks its workers and the HTTP processes the counters
     max_setup_failures = 3  # restarts in a row that die before ready: then give up (at once if setup raises)
     stop_grace_s = 1.0  # a worker that left cleanly (Ctrl+C reaches it too) is restarted only after this
+    load_deadline_s = 300.0  # a reload's new worker must be ready by then
+    retire_deadline_s = 120.0  # a retired worker must have finished decoding by then
 
     failure: str | None = None  # why the server gave up; None while it runs or after a normal stop
 
@@ -86,6 +111,7 @@ class SupervisedServer(ls.LitServer):
         self._deaths = mp.RawValue("i", 0)
         self._no_workers = mp.RawValue("b", 0)  # set when shutting down and every worker is gone
         self._stopping = False
+        self._lock = threading.Lock()  # the supervisor and a reload both change inference_workers
 
     # -- main process ---------------------------------------------------------------------
     def _perform_graceful_shutdown(self, manager, uvicorn_workers, shutdown_reason: str = "normal") -> None:
@@ -114,31 +140,38 @@ class SupervisedServer(ls.LitServer):
         gone: set[int] = set()  # workers that died during shutdown
         try:
             while len(gone) < len(self.inference_workers):
-                for index, proc in enumerate(self.inference_workers):
-                    if proc.is_alive():  # (the status is a Manager call: only asked when needed)
-                        if setup_failures[index] and self._status(index) == WorkerSetupStatus.READY:
-                            setup_failures[index] = 0
-                        continue
-                    if self._stopping:  # no restart, but no request waits for a worker that is gone
-                        if index not in gone:
-                            gone.add(index)
-                            self._deaths.value += 1
-                        continue
-                    status = self._status(index)
-                    if proc.exitcode == 0 and status == WorkerSetupStatus.READY:
-                        # it left its loop on SIGINT or a sentinel: a shutdown is probably under way
-                        if time.monotonic() - left_at.setdefault(index, time.monotonic()) < self.stop_grace_s:
-                            continue
-                    left_at.pop(index, None)
-                    self._mark_stale()
-                    self._deaths.value += 1  # the HTTP processes answer their waiting requests 503
-                    if not self._restart(index, proc, status, setup_failures):
+                with self._lock:
+                    if not self._check_workers(setup_failures, left_at, gone):
                         return
                 time.sleep(self.poll_s)
             self._no_workers.value = 1  # queued requests too: nobody will take them
         except Exception:  # a broken Manager (shutdown under way); never let the thread die silently
             if not self._stopping:
                 logger.exception("worker supervision stopped")
+
+    def _check_workers(self, setup_failures: list[int], left_at: dict[int, float], gone: set[int]) -> bool:
+        """One look at every worker, restarting the dead; False once the server gives up."""
+        for index, proc in enumerate(self.inference_workers):
+            if proc.is_alive():  # (the status is a Manager call: only asked when needed)
+                if setup_failures[index] and self._status(index) == WorkerSetupStatus.READY:
+                    setup_failures[index] = 0
+                continue
+            if self._stopping:  # no restart, but no request waits for a worker that is gone
+                if index not in gone:
+                    gone.add(index)
+                    self._deaths.value += 1
+                continue
+            status = self._status(index)
+            if proc.exitcode == 0 and status == WorkerSetupStatus.READY:
+                # it left its loop on SIGINT or a sentinel: a shutdown is probably under way
+                if time.monotonic() - left_at.setdefault(index, time.monotonic()) < self.stop_grace_s:
+                    continue
+            left_at.pop(index, None)
+            self._mark_stale()
+            self._deaths.value += 1  # the HTTP processes answer their waiting requests 503
+            if not self._restart(index, proc, status, setup_failures):
+                return False
+        return True
 
     def _mark_stale(self) -> None:
         """Workers skip the requests queued until now: the HTTP processes answer them 503."""
@@ -165,6 +198,38 @@ class SupervisedServer(ls.LitServer):
         metrics.WORKER_RESTARTS.inc()
         self.inference_workers[index] = self.launch_single_inference_worker(lit_api, worker_id)
         return True
+
+    def replace_worker(self, index: int) -> str | None:
+        """A new worker for slot ``index``, started beside the old one; once ready it takes the slot
+        and the old one retires (``serve.worker.reload``). None, or why the old one still serves."""
+        lit_api, worker_id = self._locate(index)
+        status = SetupStatus()
+        with self._lock:  # launch_single_inference_worker reads the attribute: lend it ours
+            shared, self.workers_setup_status = self.workers_setup_status, status
+            try:
+                new = self.launch_single_inference_worker(lit_api, worker_id)
+            finally:
+                self.workers_setup_status = shared
+        deadline = time.monotonic() + self.load_deadline_s
+        while status.value != WorkerSetupStatus.READY:
+            failed = status.value == WorkerSetupStatus.ERROR or not new.is_alive()
+            if failed or self._stopping or time.monotonic() > deadline:
+                new.kill()
+                new.join()
+                why = "failed in setup (its error is logged above)" if failed else "was not ready in time"
+                return f"the new inference worker {worker_id} {why}"
+            time.sleep(self.poll_s)
+        with self._lock:
+            old, self.inference_workers[index] = self.inference_workers[index], new
+        lit_api.loop.retiring.value = old.pid  # it finishes what it decodes and exits
+        old.join(self.retire_deadline_s)
+        if old.is_alive():  # stuck: its requests are answered 503, as for a death
+            logger.error("retired inference worker %s (pid %s) did not stop: killing it", worker_id, old.pid)
+            old.kill()
+            old.join()
+            self._deaths.value += 1
+        lit_api.loop.retiring.value = 0
+        return None
 
     # -- HTTP processes -------------------------------------------------------------------
     @asynccontextmanager
