@@ -13,7 +13,11 @@ against), ``AccessMiddleware`` (API keys, rate limits, bans: ``serve.ops.access`
 from __future__ import annotations
 
 import argparse
+import json
 import os
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from serve import openapi
 from serve.catalog import Catalog
@@ -26,13 +30,13 @@ from serve.native.body import JSONRoute
 from serve.native.errors import install_error_handlers
 from serve.native.schemas import Bounds, Limits
 from serve.ops import metrics
-from serve.ops.access import build_access, install_store_info
+from serve.ops.access import Access, build_access
 from serve.ops.probes import Drain, ProbeMiddleware
 from serve.ops.proxy import PrefixMiddleware, cors_middleware
 from serve.web import install_web
 from serve.worker.affinity import CpuPlan
 from serve.worker.api import TranslatorAPI
-from serve.worker.reload import Reloader, ServedModels, install_admin_route, install_model_info
+from serve.worker.reload import Reloader, ServedModels, install_admin_route
 from serve.worker.supervisor import SupervisedServer
 
 
@@ -42,6 +46,22 @@ class TranslationServer(SupervisedServer):
     def register_endpoints(self) -> None:
         self.app.router.route_class = JSONRoute  # before LitServe adds its routes
         super().register_endpoints()
+
+
+def install_info(app: FastAPI, access: Access, served: ServedModels) -> None:
+    """LitServe's ``/info`` with the models as they are now (a reload changes them), the last reload,
+    and where keys and counters live and whether they answer."""
+    routes = app.router.routes
+    litserve = routes.pop(next(i for i, r in enumerate(routes) if getattr(r, "path", None) == "/info"))
+
+    async def info(request: Request) -> JSONResponse:
+        answer = await litserve.endpoint(request)
+        content = json.loads(answer.body)
+        state = served.read()
+        content["model"] = content.get("model", {}) | {"models": state["models"], "reload": state["reload"]}
+        return JSONResponse(content | {"store": access.status()}, status_code=answer.status_code)
+
+    app.add_api_route("/info", info, methods=["GET"], dependencies=litserve.dependencies)
 
 
 def max_payload(limits: Limits) -> int:
@@ -87,8 +107,7 @@ def build_server(
     paths = [meta["path"] for meta in catalog.models.values()]
     server.reloader = Reloader(server, paths, device, args.quantize, served)  # serve.__main__: SIGHUP
     install_error_handlers(server.app)
-    install_store_info(server.app, access)
-    install_model_info(server.app, served)
+    install_info(server.app, access, served)
     if args.admin_token:
         install_admin_route(server.app, args.admin_token, served, os.getpid())
     install_languages_route(server.app, catalog)

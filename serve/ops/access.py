@@ -1,6 +1,6 @@
 """The shared store in the server: what ``--shared-storage``, ``--api-keys``, the limits, the flood
 threshold and ``--translation-cache`` make, before LitServe forks its HTTP processes, and the
-store's health in ``/info``.
+store's health (``Access.status``, shown in ``/info``).
 
 One Redis client (``serve.store.connection``; it connects on first use, so a replica starts while
 Redis is still coming up) serves keys, counters, bans and the cache; without ``--shared-storage``
@@ -10,12 +10,8 @@ the counters live in this host's shared memory and the keys in the SQLite file.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from dataclasses import dataclass
-
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
 
 from serve.ops import metrics
 from serve.ops.ratelimit import AccessMiddleware
@@ -101,17 +97,3 @@ def build_access(args: argparse.Namespace) -> Access:
         except (StoreUnavailable, ValueError) as e:  # serve anyway: keys fail closed until it answers
             logger.warning("the API key store does not answer yet: %s", e)
     return Access(url, keys, limiter, flood, cache, args.api_keys_required)
-
-
-def install_store_info(app: FastAPI, access: Access) -> None:
-    """LitServe's ``/info`` with a ``store`` part: where keys and counters live and whether they answer."""
-    routes = app.router.routes
-    index = next(i for i, r in enumerate(routes) if getattr(r, "path", None) == "/info")
-    litserve = routes.pop(index)
-
-    async def info(request: Request) -> Response:
-        answer = await litserve.endpoint(request)
-        content = json.loads(answer.body)
-        return JSONResponse(content | {"store": access.status()}, status_code=answer.status_code)
-
-    app.add_api_route("/info", info, methods=["GET"], dependencies=litserve.dependencies)

@@ -160,22 +160,6 @@ class Reloader:
         return True, f"reloaded {slots} worker(s): {digests}"
 
 
-def install_model_info(app: FastAPI, served: ServedModels) -> None:
-    """``/info``'s models as they are now (a reload changes them), not as they were at start-up."""
-    routes = app.router.routes
-    index = next(i for i, r in enumerate(routes) if getattr(r, "path", None) == "/info")
-    previous = routes.pop(index)
-
-    async def info(request: Request) -> JSONResponse:
-        answer = await previous.endpoint(request)
-        content = json.loads(answer.body)
-        state = served.read()
-        content["model"] = content.get("model", {}) | {"models": state["models"], "reload": state["reload"]}
-        return JSONResponse(content, status_code=answer.status_code)
-
-    app.add_api_route("/info", info, methods=["GET"], dependencies=previous.dependencies)
-
-
 def install_admin_route(app: FastAPI, token: str, served: ServedModels, main_pid: int) -> None:
     """``POST /admin/reload`` with ``Authorization: Bearer TOKEN``: SIGHUP to the main process, then
     the outcome of that reload (200, or 422 when the old checkpoints still serve)."""
