@@ -3,8 +3,8 @@
 (and argos-translate-files for file names): field names, messages, status codes, answer shapes.
 
 Errors are ``{"error": message}``. Where LibreTranslate answers 500 for a client's mistake (a corrupt
-document, a missing download) we answer 4xx; ``LT_STATUS`` records what it does. This module belongs
-with the LibreTranslate routes; it lives here until they are wired.
+document, a missing download) we answer 4xx; ``LT_STATUS`` records what it does. The routes that use
+it are in ``suggest``, ``files_routes``, ``frontend`` and ``routes`` (``/detect``).
 """
 
 from __future__ import annotations
