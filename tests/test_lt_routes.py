@@ -375,6 +375,18 @@ def test_replicas_share_suggestions_and_files_through_redis(tiny_checkpoint: Pat
                 "translatedText"
             ]
         )
+        redis.kill()  # the store is gone: 503 JSON, and translation goes on
+        r = post(a, "/suggest", json={"q": "twelve", "s": "douze", "source": "en", "target": "fr"})
+        assert r.status_code == 503 and "could not be stored" in r.json()["error"], r.text
+        r = post(
+            a, "/translate_file", files={"file": ("a.txt", b"twelve")}, data={"source": "en", "target": "fr"}
+        )
+        assert r.status_code == 503 and "file store" in r.json()["error"], r.text
+        r = httpx.get(f"{b.url}/download_file/{name}", timeout=30)
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        assert post(b, "/translate", json={"q": "twelve", "source": "en", "target": "fr"}).status_code == 200
+        for replica in replicas:
+            assert "Traceback" not in replica.log.read_text(errors="replace")
     finally:
         for r in replicas:
             r.stop()

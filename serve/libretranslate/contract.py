@@ -15,7 +15,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
-SUGGEST_FIELDS = ("q", "s", "source", "target")  # JSON or form; no api_key: /suggest has no key check
+SUGGEST_FIELDS = ("q", "s", "source", "target")  # JSON or form; LibreTranslate checks no key there (we do)
 TRANSLATE_FILE_FIELDS = ("file", "source", "target", "api_key")  # multipart/form-data; source may be "auto"
 DETECT_FIELDS = ("q", "api_key")  # q: a string or a list of strings
 LT_FILE_FORMATS = (".txt", ".odt", ".odp", ".docx", ".pptx", ".epub", ".html", ".srt", ".pdf")
