@@ -3,11 +3,14 @@
 Everything a piece needs (limits, catalog, key, paths) is passed to it here; nothing is set in a
 module before LitServe forks its HTTP processes. The request path, outermost first: LitServe's
 body-size limit and gzip, CORS, ``PrefixMiddleware`` (``--url-prefix``), ``MetricsMiddleware``
-(after it ``ProbeMiddleware``: ``/livez``, ``/readyz``, the drain on SIGTERM) (counts and logs every answer, 4xx included),
-``LibreTranslateDispatch`` (a ``q`` body at ``/translate`` is LibreTranslate's; its look is the
-request's one JSON parse), ``Bounds`` (the limits and catalog the request models validate
-against), ``AccessMiddleware`` (API keys, rate limits, bans: ``serve.ops.access``), then the route: LitServe's native
-``POST /translate``, which queues the request for a worker (``serve.worker``), or LibreTranslate's.
+(counts and logs every answer, 4xx included), ``ProbeMiddleware`` (``/livez``, ``/readyz``, the
+drain on SIGTERM), ``BodySizes`` (uploads to ``--files-max-bytes``, other bodies to
+``max_payload``), ``LibreTranslateDispatch`` (a ``q`` body at ``/translate`` is LibreTranslate's;
+its look is the request's one JSON parse), ``Bounds`` (the limits and catalog the request models
+validate against), ``AccessMiddleware`` (API keys, rate limits, bans: ``serve.ops.access``), then
+the route: LitServe's native ``POST /translate``, which queues the request for a worker
+(``serve.worker``), or LibreTranslate's (``serve.libretranslate``: ``/translate``, ``/detect``,
+``/suggest``, ``/translate_file``, ``/download_file``, ``/frontend/settings``, ``/spec``).
 """
 
 from __future__ import annotations
@@ -21,11 +24,22 @@ from fastapi.responses import JSONResponse
 
 from serve import openapi
 from serve.catalog import Catalog
+from serve.files import SUPPORTED_EXTENSIONS
+from serve.files import Limits as FileLimits
 from serve.libretranslate.detect import Detector
 from serve.libretranslate.fields import PATHS as LIBRETRANSLATE_PATHS
 from serve.libretranslate.fields import LibreTranslateDispatch
+from serve.libretranslate.files_routes import (
+    FORM_OVERHEAD,
+    BodySizes,
+    FileSettings,
+    file_store,
+    install_files,
+)
+from serve.libretranslate.frontend import install_frontend
 from serve.libretranslate.languages import install_languages_route
 from serve.libretranslate.routes import install_libretranslate
+from serve.libretranslate.suggest import install_suggest, suggestion_store
 from serve.native.body import JSONRoute
 from serve.native.errors import install_error_handlers
 from serve.native.schemas import Bounds, Limits
@@ -88,7 +102,10 @@ def build_server(
     gate = access.middleware(frozenset({api.api_path}), LIBRETRANSLATE_PATHS)
     middlewares: list = [gate] if gate else []
     middlewares.append((Bounds, {"limits": limits, "catalog": catalog}))
+    file_limits = FileLimits(max_bytes=args.files_max_bytes, max_chars=args.files_max_chars)
+    max_upload = args.files_max_bytes + FORM_OVERHEAD if not args.disable_files_translation else 0
     middlewares.append((LibreTranslateDispatch, {"max_body": max_payload(limits)}))
+    middlewares.append((BodySizes, {"max_body": max_payload(limits), "max_upload": max_upload}))
     middlewares.append((ProbeMiddleware, {"drain": drain}))
     middlewares.append((metrics.MetricsMiddleware, {"access_log": args.log_format == "json"}))
     if args.url_prefix:
@@ -100,7 +117,7 @@ def build_server(
         workers_per_device=args.workers,
         timeout=args.timeout,
         model_metadata=metadata,
-        max_payload_size=max_payload(limits),
+        max_payload_size=max(max_payload(limits), max_upload),  # BodySizes holds each route to its own
         middlewares=middlewares,
     )
     server.drain = drain  # serve.__main__ starts it on SIGTERM
@@ -112,7 +129,20 @@ def build_server(
         install_admin_route(server.app, args.admin_token, served, os.getpid())
     install_languages_route(server.app, catalog)
     detector = Detector(catalog.source_models())
-    install_libretranslate(server.app, catalog, detector, args.api_key, limits, access.cache)
+    lt = install_libretranslate(server.app, catalog, detector, args.api_key, limits, access.cache)
+    # the stores open in each HTTP process on first use, after LitServe forks them
+    suggestions = (
+        suggestion_store(args.suggestions_db_path, args.shared_storage) if args.suggestions else None
+    )
+    install_suggest(server.app, lt, args.suggestions, suggestions)
+    files = FileSettings(not args.disable_files_translation, file_limits,
+                         file_store(args.shared_storage, args.files_dir, args.files_ttl), args.url_prefix)  # fmt: skip
+    install_files(server.app, lt, files)
+    install_frontend(
+        server.app, catalog, args.max_chars, key_required=bool(args.api_key) or args.api_keys_required,
+        api_keys=args.api_keys or bool(args.api_key), suggestions=args.suggestions,
+        files_translation=files.enabled, file_formats=SUPPORTED_EXTENSIONS,
+    )  # fmt: skip
     install_web(server.app, page=not args.disable_web_ui)  # the page at / and offline /docs
     metrics.add_metrics_route(server.app, api.authorize, args.metrics_auth_token, [served])
     openapi.document(

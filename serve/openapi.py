@@ -11,6 +11,7 @@ gets theirs as alternatives. The request models describe themselves (``serve.nat
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -145,7 +146,9 @@ def _either(native: dict[str, Any], libre: dict[str, Any]) -> None:
     responses = native["responses"]
     for status, response in libre["responses"].items():
         if status not in responses:
-            responses[status] = response
+            responses[status] = copy.deepcopy(response)  # a copy: patching ours must not change theirs
+            continue
+        if responses[status] == response:  # the copy an earlier call made
             continue
         schema = response["content"]["application/json"]["schema"]
         ours = responses[status].setdefault("content", {}).setdefault("application/json", {})

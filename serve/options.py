@@ -98,6 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-format", default="text", choices=("text", "json"),
                    help="json: one JSON object per line, and one line per request")  # fmt: skip
     add_access_options(p)
+    add_libretranslate_options(p)
     environment_defaults(p, os.environ)
     args = p.parse_args(argv)
     for name in (
@@ -114,6 +115,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.threads < 0:
         p.error("--threads must be >= 0 (0: cores // workers)")
     check_access_options(p, args)
+    for name in ("files_ttl", "files_max_bytes", "files_max_chars"):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be above 0")
     if not 1024 <= args.port <= 65535:
         p.error("--port must be between 1024 and 65535")
     if args.batch_timeout < 0:
@@ -180,6 +184,37 @@ def add_access_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--disable-web-ui", action="store_true", help="no translation page at /")
     g.add_argument("--shutdown-delay", type=float, default=0.0,
                    help="seconds between SIGTERM (readiness 503) and closing the listener")  # fmt: skip
+
+
+def add_libretranslate_options(p: argparse.ArgumentParser) -> None:
+    """LibreTranslate's ``/suggest`` and ``/translate_file`` (``serve.libretranslate.suggest``, ``files_routes``)."""
+    g = p.add_argument_group("suggestions and files")
+    g.add_argument("--suggestions", action="store_true", help="take better translations at POST /suggest")
+    g.add_argument(
+        "--suggestions-db-path",
+        default="db/suggestions.db",
+        help="SQLite file of the suggestions when there is no --shared-storage (seq2seq-suggestions reads it)",
+    )
+    g.add_argument(
+        "--disable-files-translation", action="store_true", help="no POST /translate_file and no downloads"
+    )
+    g.add_argument(
+        "--files-dir",
+        help="folder of translated files awaiting download, without --shared-storage "
+        "(default: seq2seq-files in the system's temporary folder)",
+    )
+    g.add_argument(
+        "--files-ttl", type=float, default=1800.0, help="seconds a translated file can be downloaded"
+    )
+    g.add_argument(
+        "--files-max-bytes", type=int, default=10 * 2**20, help="largest upload to /translate_file"
+    )
+    g.add_argument(
+        "--files-max-chars",
+        type=int,
+        default=100_000,
+        help="most characters of text one file may hold (each paragraph also within --char-limit)",
+    )
 
 
 def check_access_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -53,8 +53,11 @@ def browser():
 def server(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
     """en->fr, fr->en and en->de: several pairs to choose from, and fr->de through English."""
     models = [arg for path in tiny_checkpoints.values() for arg in ("--checkpoint", str(path))]
-    args = ("--api-key", KEY, "--threads", "1", "--max-chars", str(MAX_CHARS), "--log-level", "info")
-    s = start_server(None, tmp_path_factory.mktemp("web"), *models, *args)
+    tmp = tmp_path_factory.mktemp("web")
+    args = ("--api-key", KEY, "--threads", "1", "--max-chars", str(MAX_CHARS), "--log-level", "info",
+            "--suggestions", "--suggestions-db-path", str(tmp / "suggestions.db"), "--files-dir", str(tmp / "files"))  # fmt: skip
+    s = start_server(None, tmp, *models, *args)
+    s.suggestions = tmp / "suggestions.db"
     yield s
     s.stop()
     assert KEY not in s.log.read_text(errors="replace"), "the API key must never be logged"
@@ -300,6 +303,68 @@ def test_docs_render_offline_and_the_page_fits_a_phone(browser, server: Server) 
         assert labels == [], f"fields without a label: {labels}"
     finally:
         browser.set_window_size(1100, 900)
+
+
+def test_file_tab_uploads_and_links_the_translation(browser, server: Server, tmp_path: Path) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    from serve.files import parse_document
+
+    settings = httpx.get(f"{server.url}/frontend/settings").json()
+    open_page(browser, server, KEY)
+    wait_for(browser, lambda d: by_id(d, "tab-file").is_displayed(), "no file tab though files are on")
+    by_id(browser, "tab-file").click()
+    assert by_id(browser, "file-pane").is_displayed() and not by_id(browser, "text-pane").is_displayed()
+    assert by_id(browser, "file").get_attribute("accept") == ",".join(settings["supportedFilesFormat"])
+    document = tmp_path / "notes.srt"
+    document.write_text(
+        f"1\n00:00:01,000 --> 00:00:02,000\n{SENTENCES[0]}\n\n2\n00:00:03,000 --> 00:00:04,000\nten\n"
+    )
+    by_id(browser, "file").send_keys(str(document))
+    Select(by_id(browser, "file-source")).select_by_value("en")
+    Select(by_id(browser, "file-target")).select_by_value("fr")
+    by_id(browser, "translate-file").click()
+    wait_for(browser, lambda d: by_id(d, "file-result").is_displayed(), "no download link")
+    link = by_id(browser, "download")
+    assert link.text == "notes_fr.srt" and link.get_attribute("href").startswith(
+        f"{server.url}/download_file/"
+    )
+    got = httpx.get(link.get_attribute("href"), timeout=30)
+    doc = parse_document(document.read_bytes(), "notes.srt")
+    r = httpx.post(
+        f"{server.url}/translate", json={"q": doc.texts, "source": "en", "target": "fr", "api_key": KEY}
+    )
+    assert got.content == doc.render(r.json()["translatedText"])  # what /translate says, in the same layout
+
+    document.write_bytes(b"\xff\xfe not UTF-8")  # the server's 400, in words
+    by_id(browser, "file").send_keys(str(document))
+    by_id(browser, "translate-file").click()
+    error_shown(browser, "not UTF-8")
+    by_id(browser, "tab-text").click()
+    assert by_id(browser, "text-pane").is_displayed() and not by_id(browser, "file-pane").is_displayed()
+
+
+def test_suggest_button_sends_the_edited_translation(browser, server: Server) -> None:
+    import sqlite3
+
+    open_page(browser, server, KEY)
+    choose(browser, "en", "fr")
+    fill(browser, "text", SENTENCES[0])
+    by_id(browser, "translate").click()
+    wait_for(browser, lambda d: "Translated 1 sentence" in by_id(d, "status").text, "no translation")
+    (button,) = all_of(browser, "#sentences .suggest-button")  # /frontend/settings: suggestions are on
+    button.click()
+    field = all_of(browser, "#sentences .suggest-text")[0]
+    assert field.get_attribute("value") == all_of(browser, "#sentences .translation")[0].text
+    field.clear()
+    field.send_keys("sept chiens courent dans le parc")
+    all_of(browser, "#sentences .suggest-send")[0].click()
+    wait_for(browser, lambda d: "suggestion was sent" in by_id(d, "status").text, "suggestion not sent")
+    assert all_of(browser, "#sentences .suggest-box") == []
+    rows = (
+        sqlite3.connect(server.suggestions).execute("SELECT q, s, source, target FROM suggestions").fetchall()
+    )
+    assert rows == [(SENTENCES[0], "sept chiens courent dans le parc", "en", "fr")]
 
 
 def test_a_wheel_ships_the_page(tmp_path: Path) -> None:

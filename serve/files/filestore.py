@@ -25,6 +25,8 @@ REDIS_PREFIX = "seq2seq:file:"
 MAX_STEM = 100
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _STORED = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}\.[A-Za-z0-9_.-]+")
+# what ``stored_name`` makes, for the API document (no "..": ``check_name`` refuses it)
+NAME_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}(\.[A-Za-z0-9_-]+)+$"
 
 
 def secure_filename(filename: str) -> str:

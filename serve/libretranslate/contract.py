@@ -3,8 +3,8 @@
 (and argos-translate-files for file names): field names, messages, status codes, answer shapes.
 
 Errors are ``{"error": message}``. Where LibreTranslate answers 500 for a client's mistake (a corrupt
-document, a missing download) we answer 4xx; ``LT_STATUS`` records what it does. This module belongs
-with the LibreTranslate routes; it lives here until they are wired.
+document, a missing download) we answer 4xx; ``LT_STATUS`` records what it does. The routes that use
+it are in ``suggest``, ``files_routes``, ``frontend`` and ``routes`` (``/detect``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from urllib.parse import quote
 
-SUGGEST_FIELDS = ("q", "s", "source", "target")  # JSON or form; no api_key: /suggest has no key check
+SUGGEST_FIELDS = ("q", "s", "source", "target")  # JSON or form; LibreTranslate checks no key there (we do)
 TRANSLATE_FILE_FIELDS = ("file", "source", "target", "api_key")  # multipart/form-data; source may be "auto"
 DETECT_FIELDS = ("q", "api_key")  # q: a string or a list of strings
 LT_FILE_FORMATS = (".txt", ".odt", ".odp", ".docx", ".pptx", ".epub", ".html", ".srt", ".pdf")

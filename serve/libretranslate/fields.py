@@ -19,7 +19,10 @@ from serve.native.body import read_json
 from serve.native.schemas import Limits
 
 PREFIX = "/libretranslate"
-PATHS = frozenset({PREFIX + "/translate", "/detect", PREFIX + "/detect"})  # rate-limited, its error shape
+GATED = ("/detect", "/suggest", "/translate_file")  # and /translate, which has its own dispatch
+PATHS = frozenset(
+    {PREFIX + "/translate", *GATED, *(PREFIX + p for p in GATED)}
+)  # rate-limited, its error shape
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -28,9 +31,11 @@ class FormFields(dict):
 
 
 class LibreTranslateError(Exception):
-    def __init__(self, status: int, message: str):
+    """A refusal, answered as ``{"error": message}`` with ``status`` (and ``headers``, e.g. Retry-After)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers
 
 
 def _media(request_or_scope_type: str | None) -> str:

@@ -1,5 +1,6 @@
-"""LibreTranslate's API on the same server and workers: ``/translate`` (a ``q`` body), ``/detect``,
-``/languages``, also under ``/libretranslate/`` for clients given that base URL.
+"""LibreTranslate's API on the same server and workers: ``/translate`` (a ``q`` body), ``/detect`` (a
+list ``q`` gives one merged list), ``/languages``, also under ``/libretranslate/`` for clients given
+that base URL. ``/suggest``, ``/translate_file`` and ``/frontend/settings`` are in their own modules.
 
 A LibreTranslate request is checked here, in the HTTP process, turned into native
 ``TranslateRequest``s and awaited through the handler LitServe registered for the native
@@ -15,11 +16,13 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException  # FastAPI's is a subclass; a bad form raises Starlette's
 
 from serve.catalog import Catalog, PairError
+from serve.libretranslate.contract import ContractError, merge_detections
 from serve.libretranslate.detect import Detector
 from serve.libretranslate.fields import (
     PREFIX,
@@ -160,26 +163,16 @@ def install_libretranslate(
     api_key: str | None,
     limits: Limits,
     cache: TranslationCache | None = None,
-) -> None:
+) -> LibreTranslate:
     """The routes, at the root (``/translate`` by body, through ``LibreTranslateDispatch``, which
     the server installs among its middlewares) and under ``PREFIX``. With ``cache``
-    (``--translation-cache``), a repeated translation is answered from it."""  # fmt: skip
+    (``--translation-cache``), a repeated translation is answered from it. Returns the routes'
+    logic, for the other LibreTranslate routes (``suggest``, ``files_routes``)."""  # fmt: skip
     route = next(r for r in app.routes if getattr(r, "path", None) == "/translate")
     lt = LibreTranslate(catalog, detector, route.endpoint, api_key, limits)
 
     def guarded(work: Callable[[Request, dict], Awaitable[object]]):
-        async def endpoint(request: Request) -> JSONResponse:
-            try:
-                body = await read_body(request)
-                lt.check_key(body, request)
-                return JSONResponse(await work(request, body))
-            except LibreTranslateError as e:
-                return JSONResponse({"error": e.message}, status_code=e.status)
-            except HTTPException as e:  # from the native handler or the body size limit
-                detail = e.detail if isinstance(e.detail, str) else json.dumps(e.detail)
-                return JSONResponse({"error": detail}, status_code=e.status_code)
-
-        return endpoint
+        return guard(lt, work)
 
     async def translate(request: Request, body: dict) -> dict:
         if cache is None or not cache.applies(request.scope.get(KEY_SCOPE)):
@@ -193,8 +186,8 @@ def install_libretranslate(
 
     async def detect(request: Request, body: dict) -> list[dict]:
         texts, as_list = texts_field(body, BOUND.get().limits)
-        if as_list:
-            raise LibreTranslateError(400, "Invalid request: q must be a string")
+        if as_list:  # one list for all the texts, as LibreTranslate's detect_languages
+            return merge_detections(texts, [lt.detector.detect(t) for t in texts])
         return lt.detect(texts[0])
 
     for path, work in ((PREFIX + "/translate", translate), ("/detect", detect), (PREFIX + "/detect", detect)):
@@ -203,3 +196,25 @@ def install_libretranslate(
             path, guarded(work), methods=["POST"], **openapi(name, catalog, limits, api_key is not None)
         )
     install_languages_route(app, catalog, PREFIX + "/languages")
+    return lt
+
+
+def guard(lt: LibreTranslate, work: Callable[[Request, dict], Awaitable[object]]):
+    """An endpoint that reads the body (JSON or form), checks the key, and answers ``work``'s result
+    as JSON, or its refusal as LibreTranslate's ``{"error": ...}``."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            body = await read_body(request)
+            lt.check_key(body, request)
+            answer = await work(request, body)
+            return answer if isinstance(answer, Response) else JSONResponse(answer)
+        except LibreTranslateError as e:
+            return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+        except ContractError as e:
+            return JSONResponse(e.body(), status_code=e.status)
+        except HTTPException as e:  # from the native handler, the body size limit, a malformed form
+            detail = e.detail if isinstance(e.detail, str) else json.dumps(e.detail)
+            return JSONResponse({"error": detail}, status_code=e.status_code)
+
+    return endpoint

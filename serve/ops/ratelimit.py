@@ -3,7 +3,8 @@
 ``AccessMiddleware`` reads the key (``X-API-Key`` header, or ``api_key`` in the body or the query),
 looks it up in the key store (``serve.store.keys``), counts the request with
 ``serve.store.limiter`` (per key when one is sent, else per client address; a batch of N texts
-costs N) and refuses banned addresses (``--req-flood-threshold``), all before any work is done.
+costs N) and refuses banned addresses (``--req-flood-threshold``), all before any work is done; a route
+whose cost shows only later (a file's characters) charges the rest through ``CHARGE_SCOPE``.
 A key's own ``char_limit`` replaces ``--char-limit`` for its request (the ``Bounds`` the request
 models read). Key checks fail closed (503 when the store cannot be read), limits fail open.
 Answers are LibreTranslate's ``{"error": ...}`` on its routes and ``{"detail": ...}`` on the native one.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Match
@@ -26,6 +28,7 @@ from serve.store.keys_base import KeyLimits, KeyStore
 from serve.store.limiter import FloodGuard, RequestLimiter
 
 KEY_SCOPE = "seq2seq.api_key"  # the checked key of the request (None: none), for the translation cache
+CHARGE_SCOPE = "seq2seq.charge"  # cost -> None or a 429: a route's further cost (a file's characters)
 NEED_KEY = "Please contact the server operator to get an API key"
 RETRY_STORE_S = "5"  # Retry-After when the key store cannot be read
 
@@ -62,24 +65,17 @@ class AccessMiddleware:
             refusal = _error(
                 lt, 403, FloodGuard.MESSAGE, "this address is banned for too many refused requests"
             )
-        if refusal is None and self.limiter is not None:
+        if refusal is None:
             texts = fields.get("q" if lt else "texts")
-            cost = len(texts) if isinstance(texts, list) and texts else 1
-            verdict = self.limiter.hit(address, key if limits else None,
-                                       limits.req_limit if limits else None, cost=cost)  # fmt: skip
-            if not verdict.allowed:
-                if self.flood is not None:
-                    self.flood.report(address)
-                who = "API key" if limits else "client address"
-                refusal = _error(lt, 429, f"Slowdown: {verdict.limit}",
-                                 f"too many requests: the limit is {verdict.limit} per {who}; "
-                                 f"retry in {verdict.retry_after} s",
-                                 {"Retry-After": str(verdict.retry_after)})  # fmt: skip
+            refusal = self._charge(
+                address, key, limits, lt, len(texts) if isinstance(texts, list) and texts else 1
+            )
         if refusal is not None:
             _label_route(scope)
             await refusal(scope, receive, send)
             return
         scope[KEY_SCOPE] = key if limits else None
+        scope[CHARGE_SCOPE] = lambda cost: self._charge(address, key, limits, lt, cost)
         token = None
         if limits is not None and limits.char_limit:
             bound = BOUND.get()
@@ -91,6 +87,22 @@ class AccessMiddleware:
         finally:
             if token is not None:
                 BOUND.reset(token)
+
+    def _charge(self, address: str, key: str | None, limits: KeyLimits | None, lt: bool,
+                cost: int) -> JSONResponse | None:  # fmt: skip
+        """Count ``cost`` requests of the client: None, or the 429 to answer (reported to the flood guard)."""
+        if self.limiter is None or cost < 1:
+            return None
+        verdict = self.limiter.hit(address, key if limits else None,
+                                   limits.req_limit if limits else None, cost=cost)  # fmt: skip
+        if verdict.allowed:
+            return None
+        if self.flood is not None:
+            self.flood.report(address)
+        who = "API key" if limits else "client address"
+        return _error(lt, 429, f"Slowdown: {verdict.limit}",
+                      f"too many requests: the limit is {verdict.limit} per {who}; "
+                      f"retry in {verdict.retry_after} s", {"Retry-After": str(verdict.retry_after)})  # fmt: skip
 
     def _check_key(self, key: str | None, lt: bool) -> tuple[JSONResponse | None, KeyLimits | None]:
         """(a refusal or None, the key's limits or None). Fails closed: no answer from the store, 503."""
@@ -141,8 +153,14 @@ async def _fields(scope: Scope, body: bytes, receive: Receive) -> dict:
     if media == b"application/x-www-form-urlencoded":
         return {**fields, **read_urlencoded(scope, body)}
     if media == b"multipart/form-data":
-        form = await Request(scope, replay([{"type": "http.request", "body": body}], receive)).form()
-        return {**fields, **{k: form.getlist(k) if len(form.getlist(k)) > 1 else form[k] for k in form}}
+        try:
+            form = await Request(scope, replay([{"type": "http.request", "body": body}], receive)).form()
+        except (HTTPException, ValueError):  # malformed: the route says what is wrong
+            return fields
+        try:
+            return {**fields, **{k: form.getlist(k) if len(form.getlist(k)) > 1 else form[k] for k in form}}
+        finally:
+            await form.close()  # the route parses its own copy of the body
     try:
         data = read_json(scope, body) if body.strip() else {}
     except ValueError:

@@ -8,6 +8,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const EOS = "</s>";
 const STATUS_WORDS = {
   400: "The server could not read the request",
+  403: "The server refused the request",
   413: "The request is too large for this server",
   415: "The server could not read the request",
   422: "The server refused the request",
@@ -17,7 +18,7 @@ const STATUS_WORDS = {
   504: "The server is too busy: the request timed out in its queue",
 };
 
-const state = { limits: null, languages: null, explicitPair: false, results: [], picked: -1 };
+const state = { limits: null, languages: null, frontend: null, explicitPair: false, results: [], picked: -1 };
 
 class ApiError extends Error {
   constructor(status, message) {
@@ -45,16 +46,18 @@ function describe(status, body, sentKey) {
 }
 
 async function api(path, payload) {
+  // payload: undefined (GET), a FormData (multipart, as LibreTranslate's file upload), or JSON
   const key = $("api-key").value.trim();
   const headers = { Accept: "application/json" };
   if (key) headers["X-API-Key"] = key;
-  if (payload !== undefined) headers["Content-Type"] = "application/json";
+  const form = payload instanceof FormData;
+  if (payload !== undefined && !form) headers["Content-Type"] = "application/json";
   let response;
   try {
     response = await fetch(path, {
       method: payload === undefined ? "GET" : "POST",
       headers,
-      body: payload === undefined ? undefined : JSON.stringify(payload),
+      body: payload === undefined || form ? payload : JSON.stringify(payload),
     });
   } catch (e) {
     throw new ApiError(0, `Cannot reach the server (${e.message}). Is it still running?`);
@@ -113,6 +116,23 @@ function fillTargets() {
   fillSelect($("target"), source ? source.targets : []);
 }
 
+function fillFileSelects() {
+  // a file's source may be "auto": then any target that some source reaches
+  const languages = state.languages || [];
+  const previous = $("file-source").value;
+  fillSelect($("file-source"), languages.map((l) => l.code));
+  $("file-source").prepend(new Option("Detect automatically", "auto"));
+  $("file-source").value = previous || (languages.length ? languages[0].code : "auto");
+  fillFileTargets();
+}
+
+function fillFileTargets() {
+  const languages = state.languages || [];
+  const source = languages.find((l) => l.code === $("file-source").value);
+  const targets = source ? source.targets : [...new Set(languages.flatMap((l) => l.targets))].sort();
+  fillSelect($("file-target"), targets);
+}
+
 function describeModel(info) {
   // one model: {model: {src_lang, tgt_lang, parameters, ...}}; several: {model: {models: [...], ...}}
   const meta = (info && (info.model || info.model_metadata)) || {};
@@ -142,6 +162,7 @@ async function loadSettings() {
       : [{ code: model.src_lang || "?", name: "", targets: [model.tgt_lang || "?"] }];
     fillSelect($("source"), state.languages.map((l) => l.code));
     fillTargets();
+    fillFileSelects();
     if (state.limits) {
       $("beam").max = state.limits.max_beam;
       $("text").maxLength = state.limits.max_chars * state.limits.max_texts + state.limits.max_texts;
@@ -156,6 +177,31 @@ async function loadSettings() {
     if (e.status === 401) $("api-key").focus();
     return false;
   }
+}
+
+async function loadFrontend() {
+  // LibreTranslate's /frontend/settings (open, no key): whether files and suggestions are on
+  try {
+    state.frontend = await api("/frontend/settings");
+  } catch (e) {
+    state.frontend = null; // an older server: no file tab, no suggestions
+    return;
+  }
+  const formats = state.frontend.filesTranslation ? state.frontend.supportedFilesFormat : [];
+  $("tab-file").hidden = formats.length === 0;
+  $("file").accept = formats.join(",");
+  $("file-formats").textContent = formats.join(", ");
+}
+
+function selectTab(name) {
+  for (const [tab, pane] of [["tab-text", "text-pane"], ["tab-file", "file-pane"]]) {
+    const chosen = tab === `tab-${name}`;
+    $(tab).setAttribute("aria-selected", String(chosen));
+    $(tab).tabIndex = chosen ? 0 : -1;
+    $(pane).hidden = !chosen;
+  }
+  showError("");
+  setStatus("");
 }
 
 // -- input ---------------------------------------------------------------------------------
@@ -233,7 +279,8 @@ function element(tag, className, text) {
 }
 
 function showResults(lines, translations, pivot) {
-  state.results = translations.map((t, i) => ({ ...t, source: lines[i], pivot }));
+  const pair = { sourceLang: $("source").value, targetLang: $("target").value };
+  state.results = translations.map((t, i) => ({ ...t, source: lines[i], pivot, ...pair }));
   const list = $("sentences");
   list.replaceChildren();
   state.results.forEach((t, i) => {
@@ -252,6 +299,12 @@ function showResults(lines, translations, pivot) {
     show.setAttribute("aria-controls", "attention");
     show.addEventListener("click", () => pick(i));
     meta.append(score, show);
+    if (state.frontend && state.frontend.suggestions) {
+      const suggest = element("button", "suggest-button", "Suggest a better translation");
+      suggest.type = "button";
+      suggest.addEventListener("click", () => openSuggestion(item, text, t));
+      meta.append(suggest);
+    }
     item.append(meta);
     if (t.n_best.length > 1) {
       const more = element("details", "alternatives");
@@ -271,6 +324,78 @@ function showResults(lines, translations, pivot) {
   });
   $("results").hidden = false;
   pick(state.results.findIndex((t) => t.attention));
+}
+
+// -- suggestions: a better translation, sent to LibreTranslate's /suggest ----------------------
+function openSuggestion(item, shown, t) {
+  if (item.querySelector(".suggest-box")) return;
+  const box = element("div", "suggest-box");
+  const label = element("label", "block", "Your translation");
+  const field = element("textarea", "suggest-text");
+  field.value = t.text;
+  field.rows = 2;
+  label.append(field);
+  const buttons = element("div", "buttons");
+  const send = element("button", "suggest-send primary", "Send suggestion");
+  const cancel = element("button", "suggest-cancel", "Cancel");
+  send.type = cancel.type = "button";
+  cancel.addEventListener("click", () => box.remove());
+  send.addEventListener("click", async () => {
+    const better = field.value.trim();
+    if (!better) {
+      showError("Type the better translation first.");
+      return;
+    }
+    send.disabled = true;
+    try {
+      await api("/suggest", { q: t.source, s: better, source: t.sourceLang, target: t.targetLang });
+      box.remove();
+      showError("");
+      setStatus("Thank you: your suggestion was sent.");
+    } catch (e) {
+      showError(e.message);
+    } finally {
+      send.disabled = false;
+    }
+  });
+  buttons.append(send, cancel);
+  box.append(label, buttons);
+  shown.after(box);
+  field.focus();
+}
+
+// -- files: LibreTranslate's /translate_file, then its download link ---------------------------
+async function translateFile() {
+  if (state.languages === null && !(await loadSettings())) return;
+  const file = $("file").files[0];
+  if (!file) {
+    showError("Choose a document to translate.");
+    return;
+  }
+  const form = new FormData(); // LibreTranslate's fields: file, source, target, api_key
+  form.append("file", file);
+  form.append("source", $("file-source").value);
+  form.append("target", $("file-target").value);
+  const key = $("api-key").value.trim();
+  if (key) form.append("api_key", key);
+  showError("");
+  $("file-result").hidden = true;
+  setStatus(`Translating ${file.name}…`);
+  $("translate-file").disabled = true;
+  try {
+    const body = await api("/translate_file", form);
+    const url = body.translatedFileUrl;
+    const name = decodeURIComponent(url.split("/").pop()).replace(/^[0-9a-f-]{36}\./, "");
+    $("download").href = url;
+    $("download").textContent = name;
+    $("file-result").hidden = false;
+    setStatus(`Translated ${file.name}: download it within 30 minutes.`);
+  } catch (e) {
+    setStatus("");
+    showError(e.message);
+  } finally {
+    $("translate-file").disabled = false;
+  }
 }
 
 async function copyAll() {
@@ -398,6 +523,10 @@ function init() {
     if (state.languages === null) loadSettings();
   });
   $("source").addEventListener("change", fillTargets);
+  $("file-source").addEventListener("change", fillFileTargets);
+  $("tab-text").addEventListener("click", () => selectTab("text"));
+  $("tab-file").addEventListener("click", () => selectTab("file"));
+  $("translate-file").addEventListener("click", translateFile);
   $("text").addEventListener("input", updateCounter);
   $("text").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
@@ -407,6 +536,7 @@ function init() {
   });
   $("translate").addEventListener("click", translate);
   $("copy").addEventListener("click", copyAll);
+  loadFrontend();
   loadSettings();
 }
 
