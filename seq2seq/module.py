@@ -39,6 +39,10 @@ class TranslationModule(pl.LightningModule):
         input_feeding: bool = False,
         dropout: float = 0.3,
         tie_embeddings: bool = False,
+        share_embeddings: bool = False,
+        src_word_dropout: float = 0.0,
+        tgt_word_dropout: float = 0.0,
+        enc_out_dropout: float = 0.0,
         label_smoothing: float = 0.1,
         teacher_forcing: float = 1.0,
         lr: float = 2e-3,
@@ -63,8 +67,9 @@ class TranslationModule(pl.LightningModule):
             raise ValueError(f"final_lr_ratio must be in [0, 1], got {final_lr_ratio}")
         self.save_hyperparameters()
         self.model = Seq2Seq(
-            src_vocab_size, tgt_vocab_size, emb_dim, enc_hidden, enc_layers, dec_hidden,
-            dec_layers, attention, input_feeding, dropout, tie_embeddings,
+            src_vocab_size, tgt_vocab_size, emb_dim, enc_hidden, enc_layers, dec_hidden, dec_layers,
+            attention, input_feeding, dropout, tie_embeddings, src_word_dropout, tgt_word_dropout,
+            enc_out_dropout, share_embeddings,
         )  # fmt: skip
         self.loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_ID, label_smoothing=label_smoothing)
         self.bleu = {stage: SacreBLEUScore(tokenize="13a") for stage in ("val", "test")}
@@ -79,6 +84,8 @@ class TranslationModule(pl.LightningModule):
             self.tokenizers = (dm.src_tokenizer, dm.tgt_tokenizer)
             hp = dm.hparams
             self.meta = {"src_lang": hp.src_lang, "tgt_lang": hp.tgt_lang, "data": dm.name}
+            if self.hparams.share_embeddings and dm.src_tokenizer.model_proto != dm.tgt_tokenizer.model_proto:
+                raise ValueError("share_embeddings needs one joint vocabulary: set data.joint_vocab: true")
         for metric in (*self.bleu.values(), *self.chrf.values()):
             metric.to(self.device)
 
