@@ -21,6 +21,7 @@ from seq2seq.search import search
 from seq2seq.tokenizer import PAD_ID, Tokenizer
 
 CHECKPOINT_KEY = "seq2seq"  # our own checkpoint entry: tokenizers, languages, data name
+TRAIN_SECONDS_KEY = "seq2seq_train_seconds"  # training wall time so far, summed over resumes
 
 
 class TranslationModule(pl.LightningModule):
@@ -76,6 +77,8 @@ class TranslationModule(pl.LightningModule):
         self.chrf = {stage: CHRFScore() for stage in ("val", "test")}
         self.tokenizers: tuple[Tokenizer, Tokenizer] | None = None
         self.meta: dict = {}
+        self.val_hypotheses: dict[int, str] = {}  # corpus index -> the last validation's output
+        self._seconds_before = 0.0  # training time of the runs this one resumes
 
     # -- tokenizers and metadata travel with the checkpoint -------------------------------
     def setup(self, stage: str) -> None:
@@ -96,16 +99,24 @@ class TranslationModule(pl.LightningModule):
                 "src_spm": self.tokenizers[0].model_proto,
                 "tgt_spm": self.tokenizers[1].model_proto,
             }
+        if self._trainer is not None and self._trainer.state.fn == "fit":
+            checkpoint[TRAIN_SECONDS_KEY] = 60 * self.train_minutes()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if CHECKPOINT_KEY in checkpoint:
             entry = checkpoint[CHECKPOINT_KEY]
             self.tokenizers = (Tokenizer(entry["src_spm"]), Tokenizer(entry["tgt_spm"]))
             self.meta = {k: v for k, v in entry.items() if not k.endswith("_spm")}
+        self._seconds_before = float(checkpoint.get(TRAIN_SECONDS_KEY, 0.0))
 
     # -- training -------------------------------------------------------------------------
     def on_train_start(self) -> None:
         self._fit_start = time.perf_counter()  # for the learning curve: BLEU against wall time
+
+    def train_minutes(self) -> float:
+        """Wall-clock minutes of training so far, the runs this one resumed included."""
+        now = time.perf_counter() - self._fit_start if hasattr(self, "_fit_start") else 0.0
+        return (self._seconds_before + now) / 60
 
     def loss(self, batch: Batch, teacher_forcing: float = 1.0) -> torch.Tensor:
         logits, _ = self.model(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing)
@@ -133,6 +144,8 @@ class TranslationModule(pl.LightningModule):
             max_length=hp.eval_max_length, alpha=hp.length_penalty,
         )  # fmt: skip
         hyps = self.tokenizers[1].decode([nbest[0] for nbest in result.tokens])
+        if stage == "val":  # for the hypotheses file and the samples (monitor.py)
+            self.val_hypotheses.update(zip(batch.index.tolist(), hyps, strict=True))
         split = "validation" if stage == "val" else "test"
         refs = self.trainer.datamodule.references(split)
         refs = [[refs[i]] for i in batch.index.tolist()]
@@ -146,9 +159,12 @@ class TranslationModule(pl.LightningModule):
         self.log(f"{stage}/bleu", 100 * self.bleu[stage].compute(), prog_bar=True)
         self.log(f"{stage}/chrf", 100 * self.chrf[stage].compute())
         if stage == "val" and hasattr(self, "_fit_start"):
-            self.log("val/train_minutes", (time.perf_counter() - self._fit_start) / 60)
+            self.log("val/train_minutes", self.train_minutes())
         self.bleu[stage].reset()
         self.chrf[stage].reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_hypotheses = {}
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
