@@ -26,11 +26,15 @@ log = logging.getLogger(__name__)
 
 
 class TrainCLI(LightningCLI):
-    """LightningCLI with the vocabulary sizes linked from data to model, and typed callbacks."""
+    """LightningCLI with the vocabulary sizes linked from data to model, and typed callbacks.
+
+    ``--model.init_from CKPT`` (a fine-tune) also gives the data module that checkpoint's tokenizers.
+    """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.src_vocab_size", "model.src_vocab_size", apply_on="instantiate")
         parser.link_arguments("data.tgt_vocab_size", "model.tgt_vocab_size", apply_on="instantiate")
+        parser.link_arguments("model.init_from", "data.tokenizers_from", apply_on="parse")
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
             {

@@ -2,6 +2,7 @@
 
 It owns the loss, the optimizer and schedule, and validation by decoding (BLEU and chrF);
 it also puts the SentencePiece models into the checkpoint so that one file can translate.
+``init_from`` starts from another checkpoint's weights and architecture (``finetune.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import nn
 from torchmetrics.text import CHRFScore, SacreBLEUScore
 
 from seq2seq.batching import Batch
+from seq2seq.finetune import load_base
 from seq2seq.model import Seq2Seq
 from seq2seq.search import search
 from seq2seq.tokenizer import PAD_ID, Tokenizer
@@ -58,6 +60,7 @@ class TranslationModule(pl.LightningModule):
         eval_max_length: int = 100,
         test_beam_size: int = 5,
         length_penalty: float = 0.0,
+        init_from: str | None = None,
     ):
         super().__init__()
         if not 0.0 <= teacher_forcing <= 1.0:
@@ -67,11 +70,17 @@ class TranslationModule(pl.LightningModule):
         if not 0.0 <= final_lr_ratio <= 1.0:
             raise ValueError(f"final_lr_ratio must be in [0, 1], got {final_lr_ratio}")
         self.save_hyperparameters()
+        base = load_base(init_from) if init_from else None
+        if base is not None:  # the base decides the shapes; hparams follow, so the checkpoint rebuilds
+            self.hparams.update(base.architecture)
+        hp = self.hparams
         self.model = Seq2Seq(
-            src_vocab_size, tgt_vocab_size, emb_dim, enc_hidden, enc_layers, dec_hidden, dec_layers,
-            attention, input_feeding, dropout, tie_embeddings, src_word_dropout, tgt_word_dropout,
-            enc_out_dropout, share_embeddings,
+            hp.src_vocab_size, hp.tgt_vocab_size, hp.emb_dim, hp.enc_hidden, hp.enc_layers, hp.dec_hidden,
+            hp.dec_layers, hp.attention, hp.input_feeding, dropout, hp.tie_embeddings, src_word_dropout,
+            tgt_word_dropout, enc_out_dropout, hp.share_embeddings,
         )  # fmt: skip
+        if base is not None:
+            self.model.load_state_dict(base.weights)
         self.loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_ID, label_smoothing=label_smoothing)
         self.bleu = {stage: SacreBLEUScore(tokenize="13a") for stage in ("val", "test")}
         self.chrf = {stage: CHRFScore() for stage in ("val", "test")}

@@ -238,6 +238,8 @@ def test_benchmark_budget_is_updates_and_the_wall_clock_one_an_overlay(pair: str
     trainer = timed["trainer"]
     assert (trainer["max_steps"], trainer["max_epochs"], trainer["max_time"]) == (-1, -1, "00:01:00:00")
     assert timed["data"] == config["data"] and timed["model"] == config["model"]
+    finetune = print_config("finetune.yaml")
+    assert finetune["model"]["scheduler"] == "budget" and finetune["data"]["mix_ratio"] == 1.0
 
 
 def test_budget_schedule_ends_at_max_steps_without_an_epoch_cap(
