@@ -1,6 +1,7 @@
 """Fine-tuning from a served checkpoint (``--model.init_from``): the base's weights, architecture and
 tokenizers (byte for byte), a fresh optimizer and schedule, new pairs mixed with a sample of the
-original data; on the built-in task the model then outputs the new targets more often than the base."""
+original data; on the built-in task the model then outputs the new targets more often than the base.
+The served path too: users' corrections, exported by ``seq2seq-suggestions``, with ``configs/finetune.yaml``."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_train_args
+from conftest import ROOT, tiny_train_args
 
 from seq2seq import Translator
 from seq2seq.cli import train_main
 from seq2seq.corpus import generate_pairs
 from seq2seq.export import export_checkpoint
 from seq2seq.module import CHECKPOINT_KEY
+from serve.store.suggestions import open_suggestions
+from serve.store.suggestions_cli import main as suggestions_main
 
 STEPS = 150
 
@@ -72,3 +75,44 @@ def test_init_from_a_missing_checkpoint_is_one_error_line(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f"error: invalid configuration: checkpoint {tmp_path / 'nope.ckpt'} does not exist" in err
+
+
+def test_the_recipe_fine_tunes_on_exported_suggestions(
+    tiny_checkpoint: Path, new_pairs, tmp_path: Path
+) -> None:
+    """POST /suggest's store -> ``seq2seq-suggestions export --format tsv OUT`` -> ``scripts/train.py fit
+    --config configs/finetune.yaml --data.source OUT``: the export is read as it is written."""
+    _, pairs = new_pairs
+    db, out = tmp_path / "suggestions.db", tmp_path / "corrections"
+    store = open_suggestions(db)
+    store.add(pairs[0][0], "une correction plus ancienne", "en", "fr", at=1.0)  # superseded below
+    for src, tgt in pairs:
+        store.add(src, tgt, "en", "fr", at=2.0)
+    store.close()
+    export = ["--suggestions-db-path", str(db), "export", "--pair", "en-fr", "--format", "tsv", str(out)]
+    assert suggestions_main([*export, "--validation-fraction", "0"]) == 0  # validate on every correction
+    assert (out / "train.tsv").read_text(encoding="utf-8").splitlines()[:2] == ["en\tfr", "\t".join(pairs[0])]
+
+    base = export_checkpoint(tiny_checkpoint, tmp_path / "served.ckpt")
+    before = exact(base, pairs)
+    cli = train_main([
+        "fit", f"--config={ROOT / 'configs' / 'finetune.yaml'}", f"--model.init_from={base}",
+        "--data.src_lang=en", "--data.tgt_lang=fr", f"--data.source={out}", "--data.mix_with=builtin",
+        "--data.builtin_sizes=[1500, 60, 60]",  # the base's corpus (conftest.tiny_train_args)
+        f"--data.cache_dir={tmp_path}/cache", f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}/runs", "--trainer.accelerator=cpu",
+        "--trainer.enable_progress_bar=false", f"--trainer.max_steps={STEPS}",
+        "--model.lr=0.005",  # the recipe's rate is for a real model's thousands of updates, not these
+    ])  # fmt: skip
+    dm = cli.datamodule
+    validation = dm.splits["validation"]
+    assert list(zip(validation.texts_src, validation.texts_tgt, strict=True)) == pairs
+    assert len(dm.splits["train"]) == 2 * len(pairs)  # the corrections and as many original pairs
+    assert {s for s, _ in pairs} <= set(dm.splits["train"].texts_src)
+    (last,) = tmp_path.rglob("last.ckpt")
+    tuned, original = (torch.load(p, map_location="cpu", weights_only=True) for p in (last, tiny_checkpoint))
+    assert tuned["global_step"] == STEPS
+    assert tuned[CHECKPOINT_KEY]["src_spm"] == original[CHECKPOINT_KEY]["src_spm"]
+    assert tuned[CHECKPOINT_KEY]["tgt_spm"] == original[CHECKPOINT_KEY]["tgt_spm"]
+    after = exact(last, pairs)
+    assert after >= max(15, before + 10), f"exact matches on 20 corrections: {before} before, {after} after"
