@@ -97,6 +97,7 @@ class Checkpoint(ModelCheckpoint):
       from stale metrics.)
     - Its state holds the random number generators, restored when training resumes, so dropout
       draws the same masks as in an uninterrupted run.
+    - ``best.ckpt`` is a relative symbolic link to the best top-k file (whose name carries the score).
 
     Every other argument is ``ModelCheckpoint``'s (an unknown one is a TypeError there).
     """
@@ -114,6 +115,20 @@ class Checkpoint(ModelCheckpoint):
         if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         self._last_refresh = time.monotonic()
+        self._link_best(trainer)
+
+    def _link_best(self, trainer: pl.Trainer) -> None:
+        """Point ``best.ckpt`` at ``best_model_path``, atomically (a new link renamed over the old)."""
+        best = Path(self.best_model_path) if self.best_model_path else None
+        if best is None or not trainer.is_global_zero or not _is_local_file_protocol(str(best)):
+            return
+        link = best.parent / "best.ckpt"
+        if link.is_symlink() and os.readlink(link) == best.name:
+            return
+        tmp = link.with_name(f".best.ckpt.tmp-{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        os.symlink(best.name, tmp)
+        os.replace(tmp, link)
 
     # Run after the parent's save in whichever hook it saves from, so a top-k save comes first.
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import sys
 from pathlib import Path
@@ -10,11 +11,14 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from seq2seq.checkpoint import PREEMPTED_EXIT, Checkpoint
 from seq2seq.data import TranslationDataModule
+from seq2seq.final_test import TestAfterFit
 from seq2seq.module import TranslationModule
+from seq2seq.monitor import Monitor
 from seq2seq.sources import CorpusError
 from seq2seq.translator import CheckpointError
 
@@ -22,22 +26,28 @@ log = logging.getLogger(__name__)
 
 
 class TrainCLI(LightningCLI):
-    """LightningCLI with the vocabulary sizes linked from data to model, and typed callbacks."""
+    """LightningCLI with the vocabulary sizes linked from data to model, and typed callbacks.
+
+    ``--model.init_from CKPT`` (a fine-tune) also gives the data module that checkpoint's tokenizers.
+    """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.src_vocab_size", "model.src_vocab_size", apply_on="instantiate")
         parser.link_arguments("data.tgt_vocab_size", "model.tgt_vocab_size", apply_on="instantiate")
+        parser.link_arguments("model.init_from", "data.tokenizers_from", apply_on="parse")
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/bleu",
                 "checkpoint.mode": "max",
                 "checkpoint.save_last": True,
-                "checkpoint.filename": "best-{epoch}-{step}",
+                "checkpoint.filename": "best-{epoch}-{step}-bleu{val/bleu:.2f}",
                 "checkpoint.auto_insert_metric_name": False,
                 "checkpoint.last_interval": "00:10:00",
             }
         )
+        parser.add_lightning_class_args(Monitor, "monitor")
+        parser.add_lightning_class_args(TestAfterFit, "test_after_fit")
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         parser.set_defaults(
             {
@@ -64,6 +74,7 @@ class TrainCLI(LightningCLI):
         stopped by SIGTERM or SIGUSR1 (last.ckpt saved), it exits with status ``PREEMPTED_EXIT``."""
         if ckpt_path == "last":
             ckpt_path = find_last_checkpoint(self.trainer) or ckpt_path
+        share_run_folder(self.trainer, ckpt_path)
         try:
             self.trainer.fit(model, ckpt_path=ckpt_path, **kwargs)
         except SIGTERMException:
@@ -95,6 +106,47 @@ def find_last_checkpoint(trainer: pl.Trainer) -> str | None:
     newest = max(found, key=lambda p: p.stat().st_mtime)
     log.info("resuming from %s", newest)
     return str(newest)
+
+
+def share_run_folder(trainer: pl.Trainer, ckpt_path: str | None) -> None:
+    """Every logger writes into one ``version_N`` folder: the one ``ckpt_path`` was saved in when it
+    is a ``version_N/checkpoints/*.ckpt`` of the first logger (a resumed run continues its curve
+    and its files there: the CSV logger appends), else the first logger's next version.
+
+    Loggers take their version at construction, before the checkpoint is resolved; each picks the
+    next free folder on its own, so a CSV and a TensorBoard logger would split otherwise.
+    """
+    if not trainer.loggers:
+        return
+    first = trainer.loggers[0]
+    version = None
+    if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+        folder = Path(ckpt_path).resolve().parent.parent
+        root = Path(first.save_dir or trainer.default_root_dir, first.name or "").resolve()
+        if folder.parent == root and folder.name.startswith("version_"):
+            version = folder.name.removeprefix("version_")
+            version = int(version) if version.isdigit() else folder.name
+    if version is None:
+        version = first.version
+    for logger in trainer.loggers:
+        if hasattr(logger, "_version"):  # CSVLogger, TensorBoardLogger: no public setter
+            logger._version = version
+        if isinstance(logger, CSVLogger) and trainer.is_global_zero:
+            keep_csv_rows(logger)
+
+
+def keep_csv_rows(logger: CSVLogger) -> None:
+    """Keep the rows of a ``metrics.csv`` the run continues: Lightning's CSV writer deletes the file
+    of a folder it reuses (lightning.fabric.loggers.csv_logs._ExperimentWriter._check_log_dir_exists),
+    though its ``save`` appends. Put the rows back and tell the writer the columns they have."""
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return
+    rows = path.read_bytes()
+    writer = logger.experiment  # created now: this deletes the file
+    path.write_bytes(rows)
+    with path.open(newline="") as f:
+        writer.metrics_keys = next(csv.reader(f), [])
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -5,7 +5,8 @@ a key made of the corpus content and the tokenizer settings, so a second run sta
 The tokenizers exist right after ``__init__``, so LightningCLI can link the vocabulary sizes
 into the model's arguments. With ``streaming=True`` the training split is never held in memory:
 it is read, tokenized and bucketed on the fly (``streaming.py``), and SentencePiece learns from
-its first ``spm_train_sentences`` pairs.
+its first ``spm_train_sentences`` pairs. A fine-tune (``finetune.py``) takes its tokenizers from
+the base checkpoint (``tokenizers_from``) and may add a sample of the original data (``mix_with``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from seq2seq.batching import Batch, ResumableLoader, TokenBatchSampler, collate
+from seq2seq.finetune import base_tokenizers, mix_training_data
 from seq2seq.sources import CorpusError, load_corpus
 from seq2seq.streaming import EpochDataLoader, StreamingBatches, head_pairs, load_streaming_corpus
 from seq2seq.tokenizer import Tokenizer
@@ -145,6 +147,9 @@ class TranslationDataModule(pl.LightningDataModule):
         stream_buffer_size: int = 10000,
         stream_shuffle_buffer: int = 10000,
         spm_train_sentences: int = 1_000_000,
+        tokenizers_from: str | None = None,
+        mix_with: str | None = None,
+        mix_ratio: float = 1.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -153,12 +158,19 @@ class TranslationDataModule(pl.LightningDataModule):
         corpus_args = (source, src_lang, tgt_lang, dataset_config, splits, src_column, tgt_column,
                        tuple(builtin_sizes), seed)  # fmt: skip
         self.train_stream = None
+        if streaming and mix_with:
+            raise ValueError(
+                "data.mix_with needs the whole training split in memory: not with data.streaming"
+            )
         if streaming:  # train is a stream; SentencePiece learns from its first sentences
             self.train_stream, self.reader, self.corpus = load_streaming_corpus(*corpus_args)
             train_src, train_tgt = head_pairs(self.train_stream, self.reader, spm_train_sentences)
             spm_key = _digest("stream", text_fingerprint(train_src, train_tgt))
         else:
             self.corpus = load_corpus(*corpus_args)
+            if mix_with:  # the same languages, columns and split names as the new data
+                original = load_corpus(mix_with, *corpus_args[1:])
+                self.corpus = mix_training_data(self.corpus, original, mix_ratio, seed)
             train_src, train_tgt = (texts(self.corpus["train"], c) for c in ("src", "tgt"))
             spm_key = corpus_fingerprint(self.corpus)
         self.src_tokenizer, self.tgt_tokenizer = self._load_tokenizers(spm_key, train_src, train_tgt)
@@ -191,6 +203,8 @@ class TranslationDataModule(pl.LightningDataModule):
         self, fingerprint: str, train_src: list[str], train_tgt: list[str]
     ) -> tuple[Tokenizer, Tokenizer]:
         hp = self.hparams
+        if hp.tokenizers_from:  # a fine-tune: the base checkpoint's vocabulary, byte for byte
+            return base_tokenizers(hp.tokenizers_from)
         key = _digest(fingerprint, hp.spm_vocab_size, hp.spm_model_type, hp.joint_vocab,
                       hp.character_coverage, hp.byte_fallback)  # fmt: skip
         paths = [self.cache_dir / f"spm-{key}.{side}.model" for side in ("src", "tgt")]

@@ -2,6 +2,7 @@
 
 It owns the loss, the optimizer and schedule, and validation by decoding (BLEU and chrF);
 it also puts the SentencePiece models into the checkpoint so that one file can translate.
+``init_from`` starts from another checkpoint's weights and architecture (``finetune.py``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from torch import nn
 from torchmetrics.text import CHRFScore, SacreBLEUScore
 
 from seq2seq.batching import Batch
+from seq2seq.finetune import load_base
 from seq2seq.model import Seq2Seq
 from seq2seq.search import search
 from seq2seq.tokenizer import PAD_ID, Tokenizer
 
 CHECKPOINT_KEY = "seq2seq"  # our own checkpoint entry: tokenizers, languages, data name
+TRAIN_SECONDS_KEY = "seq2seq_train_seconds"  # training wall time so far, summed over resumes
 
 
 class TranslationModule(pl.LightningModule):
@@ -39,6 +42,10 @@ class TranslationModule(pl.LightningModule):
         input_feeding: bool = False,
         dropout: float = 0.3,
         tie_embeddings: bool = False,
+        share_embeddings: bool = False,
+        src_word_dropout: float = 0.0,
+        tgt_word_dropout: float = 0.0,
+        enc_out_dropout: float = 0.0,
         label_smoothing: float = 0.1,
         teacher_forcing: float = 1.0,
         lr: float = 2e-3,
@@ -53,6 +60,7 @@ class TranslationModule(pl.LightningModule):
         eval_max_length: int = 100,
         test_beam_size: int = 5,
         length_penalty: float = 0.0,
+        init_from: str | None = None,
     ):
         super().__init__()
         if not 0.0 <= teacher_forcing <= 1.0:
@@ -62,15 +70,24 @@ class TranslationModule(pl.LightningModule):
         if not 0.0 <= final_lr_ratio <= 1.0:
             raise ValueError(f"final_lr_ratio must be in [0, 1], got {final_lr_ratio}")
         self.save_hyperparameters()
+        base = load_base(init_from) if init_from else None
+        if base is not None:  # the base decides the shapes; hparams follow, so the checkpoint rebuilds
+            self.hparams.update(base.architecture)
+        hp = self.hparams
         self.model = Seq2Seq(
-            src_vocab_size, tgt_vocab_size, emb_dim, enc_hidden, enc_layers, dec_hidden,
-            dec_layers, attention, input_feeding, dropout, tie_embeddings,
+            hp.src_vocab_size, hp.tgt_vocab_size, hp.emb_dim, hp.enc_hidden, hp.enc_layers, hp.dec_hidden,
+            hp.dec_layers, hp.attention, hp.input_feeding, dropout, hp.tie_embeddings, src_word_dropout,
+            tgt_word_dropout, enc_out_dropout, hp.share_embeddings,
         )  # fmt: skip
+        if base is not None:
+            self.model.load_state_dict(base.weights)
         self.loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_ID, label_smoothing=label_smoothing)
         self.bleu = {stage: SacreBLEUScore(tokenize="13a") for stage in ("val", "test")}
         self.chrf = {stage: CHRFScore() for stage in ("val", "test")}
         self.tokenizers: tuple[Tokenizer, Tokenizer] | None = None
         self.meta: dict = {}
+        self.val_hypotheses: dict[int, str] = {}  # corpus index -> the last validation's output
+        self._seconds_before = 0.0  # training time of the runs this one resumes
 
     # -- tokenizers and metadata travel with the checkpoint -------------------------------
     def setup(self, stage: str) -> None:
@@ -79,6 +96,8 @@ class TranslationModule(pl.LightningModule):
             self.tokenizers = (dm.src_tokenizer, dm.tgt_tokenizer)
             hp = dm.hparams
             self.meta = {"src_lang": hp.src_lang, "tgt_lang": hp.tgt_lang, "data": dm.name}
+            if self.hparams.share_embeddings and dm.src_tokenizer.model_proto != dm.tgt_tokenizer.model_proto:
+                raise ValueError("share_embeddings needs one joint vocabulary: set data.joint_vocab: true")
         for metric in (*self.bleu.values(), *self.chrf.values()):
             metric.to(self.device)
 
@@ -89,16 +108,24 @@ class TranslationModule(pl.LightningModule):
                 "src_spm": self.tokenizers[0].model_proto,
                 "tgt_spm": self.tokenizers[1].model_proto,
             }
+        if self._trainer is not None and self._trainer.state.fn == "fit":
+            checkpoint[TRAIN_SECONDS_KEY] = 60 * self.train_minutes()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if CHECKPOINT_KEY in checkpoint:
             entry = checkpoint[CHECKPOINT_KEY]
             self.tokenizers = (Tokenizer(entry["src_spm"]), Tokenizer(entry["tgt_spm"]))
             self.meta = {k: v for k, v in entry.items() if not k.endswith("_spm")}
+        self._seconds_before = float(checkpoint.get(TRAIN_SECONDS_KEY, 0.0))
 
     # -- training -------------------------------------------------------------------------
     def on_train_start(self) -> None:
         self._fit_start = time.perf_counter()  # for the learning curve: BLEU against wall time
+
+    def train_minutes(self) -> float:
+        """Wall-clock minutes of training so far, the runs this one resumed included."""
+        now = time.perf_counter() - self._fit_start if hasattr(self, "_fit_start") else 0.0
+        return (self._seconds_before + now) / 60
 
     def loss(self, batch: Batch, teacher_forcing: float = 1.0) -> torch.Tensor:
         logits, _ = self.model(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing)
@@ -126,6 +153,8 @@ class TranslationModule(pl.LightningModule):
             max_length=hp.eval_max_length, alpha=hp.length_penalty,
         )  # fmt: skip
         hyps = self.tokenizers[1].decode([nbest[0] for nbest in result.tokens])
+        if stage == "val":  # for the hypotheses file and the samples (monitor.py)
+            self.val_hypotheses.update(zip(batch.index.tolist(), hyps, strict=True))
         split = "validation" if stage == "val" else "test"
         refs = self.trainer.datamodule.references(split)
         refs = [[refs[i]] for i in batch.index.tolist()]
@@ -139,9 +168,12 @@ class TranslationModule(pl.LightningModule):
         self.log(f"{stage}/bleu", 100 * self.bleu[stage].compute(), prog_bar=True)
         self.log(f"{stage}/chrf", 100 * self.chrf[stage].compute())
         if stage == "val" and hasattr(self, "_fit_start"):
-            self.log("val/train_minutes", (time.perf_counter() - self._fit_start) / 60)
+            self.log("val/train_minutes", self.train_minutes())
         self.bleu[stage].reset()
         self.chrf[stage].reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_hypotheses = {}
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")

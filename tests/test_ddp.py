@@ -171,6 +171,17 @@ def test_two_torchrun_nodes_train_the_default_config_streaming(tmp_path: Path) -
     chrf = 100 * CHRFScore()(hyps, [[r] for r in refs])
     assert logged[0]["val/chrf"] == pytest.approx(float(chrf), abs=1e-3)
 
+    # the run folder (rank 0 writes it): both ranks' validation outputs, in corpus order, and the
+    # test after fit of the default config, which rank 0 runs alone once the others are done
+    run = last.parent.parent
+    newest = max((run / "hypotheses").glob("val-step*.txt"))
+    assert newest.read_text(encoding="utf-8") == "".join(h + "\n" for h in hyps)
+    report = json.loads((run / "test_results.json").read_text())
+    assert report["sentences"] == len(dm.splits["test"]) and report["updates"] == load(last)["global_step"]
+    assert sorted(report["results"]) == ["best", "last"]
+    test_hyps = (run / report["results"]["last"]["hypotheses"]).read_text(encoding="utf-8")
+    assert len(test_hyps.splitlines()) == len(dm.splits["test"])
+
 
 # -- SLURM: two tasks as srun starts them, preempted, requeued, resumed -----------------------------
 

@@ -57,7 +57,9 @@ def test_demo_trains_serves_translates_and_shuts_down(tmp_path: Path) -> None:
     checkpoints = list((tmp_path / "checkpoints").glob("*.ckpt"))
     assert checkpoints, "the demo's training wrote no checkpoint"
     # the best checkpoint (by val/bleu, as the checkpoint callback recorded it) is served
-    assert re.search(rf"checkpoint: {re.escape(str(tmp_path))}/checkpoints/best-\d+-\d+\.ckpt\n", out)
+    assert re.search(
+        rf"checkpoint: {re.escape(str(tmp_path))}/checkpoints/best-\d+-\d+-bleu\d+\.\d\d\.ckpt\n", out
+    )
     assert re.search(r"healthy at http://127\.0\.0\.1:\d+", out)
     assert "translating 12 sentences of the test split over HTTP" in out
     assert out.count("  source      ") >= 3  # the examples: source, translation, reference
