@@ -198,6 +198,7 @@ BAD_DOCX = b"PK\x03\x04 this is no zip archive"
         ("latin1.txt", "café".encode("latin-1"), {}, 400, "not UTF-8"),
         ("big.txt", b"seven dogs\n" * 9500, {}, 400, "exceeds the limit (100000)"),
         ("long.txt", b"seven dogs run. " * 300, {}, 400, "exceeds the limit (3000)"),
+        ("para.txt", b"seven " * 200, {}, 400, "a text of 1199 characters in the file, the limit is 1000"),
         ("a.txt", b"twelve", {"source": "xx"}, 400, "xx is not supported"),
         ("a.txt", b"twelve", {"target": "yy"}, 400, "yy is not supported"),
         ("a.txt", b"twelve", {"api_key": "wrong"}, 403, "Invalid API key"),

@@ -113,6 +113,11 @@ def install_files(app: FastAPI, lt: LibreTranslate, settings: FileSettings) -> N
             found = lt.detector.detect(doc.sample(contract.DETECT_SAMPLE))
             source = found[0][0] if found else target
         unique = files.unique_texts(doc)
+        longest = max(map(len, unique), default=0)
+        if longest > BOUND.get().limits.max_chars:  # each text is one request's text, as on /translate
+            limit = BOUND.get().limits.max_chars
+            raise LibreTranslateError(400, f"Invalid request: a text of {longest} characters in the file, "
+                                           f"the limit is {limit} per paragraph")  # fmt: skip
         outs = await lt.translate_segments(unique, source, target, 1)
         rendered = await run_in_threadpool(files.render_unique, doc, unique, [o[0] for o in outs])
         stored = files.stored_name(filename, target)
