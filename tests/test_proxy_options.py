@@ -70,6 +70,25 @@ def test_prefix_page_probes_and_metrics_token(server: Server) -> None:
     )
 
 
+def test_file_download_links_carry_the_prefix(server: Server) -> None:
+    transport = httpx.HTTPTransport(local_address="127.0.0.45")
+    with httpx.Client(transport=transport, timeout=60) as client:
+        r = client.post(
+            f"{server.url}{PREFIX}/translate_file",
+            data={"source": "en", "target": "fr", "api_key": server.key},
+            files={"file": ("notes.txt", b"twelve\n", "text/plain")},
+        )
+        assert r.status_code == 200, r.text
+        link = r.json()["translatedFileUrl"]
+        assert link.startswith(f"{server.url}{PREFIX}/download_file/") and link.endswith("notes_fr.txt")
+        got = client.get(link)
+    assert (
+        got.status_code == 200 and got.headers["content-disposition"] == "attachment; filename=notes_fr.txt"
+    )
+    expected = post(f"{server.url}{PREFIX}/translate", lt_body(api_key=server.key), "127.0.0.45")
+    assert got.text == expected.json()["translatedText"] + "\n"
+
+
 def test_cors_preflight_and_headers(server: Server) -> None:
     ask = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
            "Access-Control-Request-Headers": "content-type,x-api-key"}  # fmt: skip
