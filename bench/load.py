@@ -174,6 +174,11 @@ def read_sentences(data: Path, lang: str) -> list[str]:
 
 
 # -- load ------------------------------------------------------------------------------------
+def percentile_ms(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted latencies in seconds, in milliseconds (nan when there are none)."""
+    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
 async def load(url: str, headers: dict, sentences: list[str], args: argparse.Namespace) -> dict:
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -203,9 +208,7 @@ async def load(url: str, headers: dict, sentences: list[str], args: argparse.Nam
     latencies.sort()
 
     def pct(q: float) -> float:
-        return (
-            1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")
-        )
+        return percentile_ms(latencies, q)
 
     return {
         "clients": args.clients, "beam_size": args.beam_size, "seconds": round(elapsed, 2),

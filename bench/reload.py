@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
-from load import DEFAULT_DATA, free_port, launch, read_sentences
+from load import DEFAULT_DATA, free_port, launch, percentile_ms, read_sentences
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,16 +87,10 @@ async def window(
             took = results[-1]
         elapsed = time.perf_counter() - start
     latencies.sort()
-
-    def pct(q: float) -> float:
-        return (
-            1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else float("nan")
-        )
-
     return {
         "requests_per_s": len(latencies) / elapsed,
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
+        "p50_ms": percentile_ms(latencies, 0.50),
+        "p99_ms": percentile_ms(latencies, 0.99),
         "errors": sum(errors.values()),
         "error_kinds": errors,
         "reload_s": took,
