@@ -3,9 +3,10 @@
 ``--checkpoint`` repeats, or names a folder (every ``*.ckpt`` in it); each model's languages come
 from its checkpoint. The checkpoints are checked before any worker starts, so a missing, corrupt
 or unsafe file, or two files for one language pair, stops start-up with one line on stderr and
-exit code 2. SIGHUP reloads the checkpoints from the same paths with no dropped request. The check runs in one short-lived child process:
-this process never imports torch, so neither do the HTTP processes LitServe forks from it (each
-would otherwise carry about 200 MB of torch); only the inference workers load the model.
+exit code 2. The check runs in one short-lived child process: this process never imports torch,
+so neither do the HTTP processes LitServe forks from it (each would otherwise carry about 200 MB of
+torch); only the inference workers load the model. SIGHUP reloads the checkpoints from the same
+paths with no dropped request (``serve.worker.reload``).
 """
 
 from __future__ import annotations

@@ -164,13 +164,14 @@ def observe_translations(model: str, translations: Sequence[Translation]) -> Non
     TOKENS.labels(model, "target").inc(sum(len(t.hypotheses[0].tokens) for t in translations if t.hypotheses))
 
 
-def bearer_check(token: str) -> Callable[..., Any]:
-    """``--metrics-auth-token``: a dependency wanting ``Authorization: Bearer TOKEN`` (constant time)."""
+def bearer_check(token: str, name: str = "metrics token") -> Callable[..., Any]:
+    """``--metrics-auth-token`` (or ``--admin-token``): a dependency wanting ``Authorization: Bearer
+    TOKEN`` (constant time); a 401 names the token wanted."""
 
     async def check(request: Request) -> None:
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise HTTPException(401, "send the metrics token: Authorization: Bearer TOKEN",
+            raise HTTPException(401, f"send the {name}: Authorization: Bearer TOKEN",
                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
 
     return check

@@ -15,7 +15,6 @@ for ``/info``, ``/metrics`` and the admin route's answer.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import multiprocessing as mp
@@ -26,7 +25,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from prometheus_client.core import GaugeMetricFamily
 
@@ -96,13 +95,8 @@ class Reloader:
 
     def __init__(self, server: SupervisedServer, paths: list[str], device: str, quantize: str,
                  served: ServedModels) -> None:  # fmt: skip
-        self.server, self.paths, self.device, self.quantize, self.served = (
-            server,
-            paths,
-            device,
-            quantize,
-            served,
-        )
+        self.server, self.paths, self.served = server, paths, served
+        self.device, self.quantize = device, quantize
         self._wanted = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -120,44 +114,49 @@ class Reloader:
             started = time.time()
             self._record({"started_at": started, "finished_at": None, "ok": None, "message": "reloading"})
             try:
-                ok, message = self.reload()
+                ok, message, models = self.reload()
             except Exception as e:  # never let the thread die: the next SIGHUP must still work
                 logger.exception("reload failed")
-                ok, message = False, f"reload failed: {e}"
+                ok, message, models = False, f"reload failed: {e}", None
             (logger.info if ok else logger.error)("%s", message)
             metrics.RELOADS.labels("ok" if ok else "failed").inc()
-            self._record({"started_at": started, "finished_at": time.time(), "ok": ok, "message": message})
+            self._record(
+                {"started_at": started, "finished_at": time.time(), "ok": ok, "message": message}, models
+            )
 
     def _record(self, reload: dict, models: list[dict] | None = None) -> None:
-        state = self.served.read()
-        self.served.write({"models": models or state["models"], "reload": reload})
+        """The reload's state, and the models when they changed, in one write the HTTP processes see whole."""
+        self.served.write({"models": models or self.served.read()["models"], "reload": reload})
 
-    def reload(self) -> tuple[bool, str]:
-        """Check the files, then replace the workers one by one: (done, what to log)."""
+    def reload(self) -> tuple[bool, str, list[dict] | None]:
+        """Check the files, then replace the workers one by one: (done, what to log, the models now served)."""
         logger.info("reloading %s", ", ".join(self.paths))
         metas, error = check_checkpoints_isolated(self.paths, self.device, self.quantize)
         if error is not None:
-            return False, f"reload refused, the previous checkpoints still serve: {error}"
+            return False, f"reload refused, the previous checkpoints still serve: {error}", None
         before = {m["key"] for m in self.served.read()["models"]}
         after = {model_key(m["src_lang"], m["tgt_lang"]) for m in metas}
         if after != before:
-            return False, (
-                f"reload refused, the previous checkpoints still serve: the files now translate "
-                f"{', '.join(sorted(after))} instead of {', '.join(sorted(before))} (restart to change pairs)"
+            return (
+                False,
+                (
+                    f"reload refused, the previous checkpoints still serve: the files now translate "
+                    f"{', '.join(sorted(after))} instead of {', '.join(sorted(before))} (restart to change pairs)"
+                ),
+                None,
             )
         slots = len(self.server.inference_workers)
         for index in range(slots):
             problem = self.server.replace_worker(index)
             if problem is not None:
-                return False, f"reload stopped after {index} of {slots} workers: {problem}"
+                return False, f"reload stopped after {index} of {slots} workers: {problem}", None
         now = time.time()
         keyed = [
             m | {"key": model_key(m["src_lang"], m["tgt_lang"]), "quantize": self.quantize} for m in metas
         ]
         models = [shown(m, now) for m in keyed]
-        self._record(self.served.read()["reload"], models)
         digests = ", ".join(f"{m['key']} {m['sha256'][:12]}" for m in models)
-        return True, f"reloaded {slots} worker(s): {digests}"
+        return True, f"reloaded {slots} worker(s): {digests}", models
 
 
 def install_admin_route(app: FastAPI, token: str, served: ServedModels, main_pid: int) -> None:
@@ -165,20 +164,18 @@ def install_admin_route(app: FastAPI, token: str, served: ServedModels, main_pid
     the outcome of that reload (200, or 422 when the old checkpoints still serve)."""
 
     async def reload(request: Request) -> JSONResponse:
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise HTTPException(401, "send the admin token: Authorization: Bearer TOKEN",
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         asked = time.time()
         os.kill(main_pid, signal.SIGHUP)
         deadline = time.monotonic() + ADMIN_WAIT_S
         while time.monotonic() < deadline:
-            state = served.read()["reload"]
+            now = served.read()
+            state = now["reload"]
             if state and state["started_at"] >= asked and state["finished_at"] is not None:
                 return JSONResponse(
-                    state | {"models": served.read()["models"]}, status_code=200 if state["ok"] else 422
+                    state | {"models": now["models"]}, status_code=200 if state["ok"] else 422
                 )
             await asyncio.sleep(0.1)  # the main process writes the outcome to shared memory
         raise HTTPException(504, "the reload is still running: see /info")
 
-    app.add_api_route("/admin/reload", reload, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/admin/reload", reload, methods=["POST"], include_in_schema=False,
+                      dependencies=[Depends(metrics.bearer_check(token, "admin token"))])  # fmt: skip
